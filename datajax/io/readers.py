@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 NEWLINE = 0x0A
 QUOTE = 0x22
 BOM = b"\xef\xbb\xbf"
+LOOKAHEAD_BYTES = 1 << 16
 
 
 @dataclass
@@ -105,8 +106,17 @@ class _TextScanner:
         self.bytes_read = 0
         handle.seek(offset)
 
-    def _fill(self) -> bool:
-        block = self.handle.read(self.block_bytes)
+    def _fill(self, stop: int | None = None) -> bool:
+        want = self.block_bytes
+        buffer_end = self.offset + len(self.buffer)
+        if stop is not None:
+            if buffer_end < stop:
+                want = min(want, stop - buffer_end)
+            else:
+                # past the share's end only the rest of one record is
+                # needed: read ahead in small steps
+                want = min(want, LOOKAHEAD_BYTES)
+        block = self.handle.read(want)
         self.bytes_read += len(block)
         if not block:
             self.eof = True
@@ -133,7 +143,7 @@ class _TextScanner:
             if ends.size:
                 self._advance(int(ends[0]) + 1)
                 return
-            if not self._fill():
+            if not self._fill(self.offset):
                 self._advance(len(self.buffer))
                 return
 
@@ -143,8 +153,13 @@ class _TextScanner:
         Each chunk holds at least one record and about ``block_bytes``.
         """
         while self.offset < stop:
-            if not self.eof and len(self.buffer) < self.block_bytes:
-                self._fill()
+            buffer_end = self.offset + len(self.buffer)
+            if (
+                not self.eof
+                and len(self.buffer) < self.block_bytes
+                and buffer_end < stop
+            ):
+                self._fill(stop)
                 continue
 
             array = np.frombuffer(self.buffer, dtype=np.uint8)
@@ -164,10 +179,10 @@ class _TextScanner:
                     yield offset, self._advance(len(self.buffer))
                 return
 
-            if ends.size:
+            if ends.size and buffer_end < stop:
                 offset = self.offset
                 yield offset, self._advance(int(ends[-1]) + 1)
-            elif not self._fill():
+            elif not self._fill(stop):
                 continue
 
 
@@ -413,18 +428,43 @@ def _json_needs_exact_parse(table: pa.Table, columns: Columns) -> bool:
     return False
 
 
+def _integer_type(numbers: list) -> pa.DataType | None:
+    """int64, or uint64 when a value exceeds int64; None if neither fits."""
+    if not numbers:
+        return pa.int64()
+    low, high = min(numbers), max(numbers)
+    if low >= -(2**63) and high <= 2**63 - 1:
+        return pa.int64()
+    if low >= 0 and high <= 2**64 - 1:
+        return pa.uint64()
+    return None
+
+
 def _exact_array(values: list, path: str, column: str, lines: list[int]):
     """Build a pyarrow array from parsed JSON values, integers kept exact."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        pass
-
-    # Mixed signs beyond int64 or mixed kinds: find the first culprit.
-    kinds = {}
+    kinds: dict[str, int] = {}
     for value, line in zip(values, lines):
-        kind = _json_kind(value)
-        kinds.setdefault(kind, line)
+        kinds.setdefault(_json_kind(value), line)
+    kinds.pop("null", None)
+    kinds.pop("list", None)
+
+    if set(kinds) <= {"integer", "list of integer"} and len(kinds) <= 1:
+        nested = "list of integer" in kinds
+        numbers = [
+            item
+            for value in values if value is not None
+            for item in (value if nested else [value])
+            if item is not None
+        ]
+        kind = _integer_type(numbers)
+        if kind is None:
+            raise InputError(
+                f"{path}: column {column!r} holds negative integers beside "
+                f"integers above {2**63 - 1} (near line {lines[0]}); they "
+                "fit no single 64-bit integer type"
+            )
+        return pa.array(values, pa.list_(kind) if nested else kind)
+
     if len(kinds) > 1:
         first, second = sorted(kinds.items(), key=lambda item: item[1])[:2]
         raise InputError(
@@ -432,11 +472,12 @@ def _exact_array(values: list, path: str, column: str, lines: list[int]):
             f"{second[0]} where line {first[1]} holds a {first[0]}; a "
             "column must hold one kind of value"
         )
-    raise InputError(
-        f"{path}: column {column!r} holds integers that fit neither a "
-        "signed nor an unsigned 64-bit integer together (negative values "
-        f"beside values above {2**63 - 1}); near line {lines[0]}"
-    )
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+        raise InputError(
+            f"{path}: column {column!r} near line {lines[0]}: {error}"
+        ) from error
 
 
 def _json_kind(value) -> str:
@@ -530,6 +571,8 @@ def iter_json_batches(
                 )
             except pa.ArrowInvalid:
                 table = None
+            if table is not None and table.num_rows == 0:
+                continue
             if table is not None and _json_needs_exact_parse(table, columns):
                 table = None
 

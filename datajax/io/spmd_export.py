@@ -155,9 +155,16 @@ def _shared_setup(job: ExportJob, comm: Comm) -> _Setup:
 
 
 def _csv_parities(
-    files: Sequence[InputFile], comm: Comm
+    files: Sequence[InputFile], comm: Comm, stats: dict[str, int]
 ) -> dict[tuple[int, int], int]:
-    """Quote parity at the start of each CSV share of this rank."""
+    """Quote parity at the start of each CSV share of this rank.
+
+    Under several ranks this reads each CSV share twice (once to count
+    quotes, once to parse); the bytes of both reads are counted.
+    """
+    if comm.size == 1:
+        # one rank reads every file from its start: parity 0 everywhere
+        return {(index, 0): 0 for index in range(len(files))}
     sizes = [file.size for file in files]
     shares = text_shares(sizes, comm.rank, comm.size)
     counts = [
@@ -167,6 +174,10 @@ def _csv_parities(
         for share in shares
         if files[share.file_index].format == "csv"
     ]
+    stats["input_bytes"] += sum(
+        share.stop - share.start for share in shares
+        if files[share.file_index].format == "csv"
+    )
     every_rank = comm.allgather(counts)
     parities = {}
     for share in shares:
@@ -343,12 +354,12 @@ def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
     # quote parities for CSV shares need every rank's quote counts
     parities: dict[tuple[int, int], int] = {}
     problem: str | None = None
+    stats = {"input_bytes": 0}
     try:
-        parities = _csv_parities(files, comm)
+        parities = _csv_parities(files, comm, stats)
     except OSError as error:
         problem = f"cannot read an input ({error})"
 
-    stats = {"input_bytes": 0}
     state = WaveSpecState(job.options)
     batches = _rank_batches(job, files, parities, comm, stats)
     batch_count = 0
