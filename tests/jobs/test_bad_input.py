@@ -1,0 +1,357 @@
+"""Bad and awkward input: one clear error, a non-zero exit, no output.
+
+Each failing case checks that exactly one error line is printed, by rank
+0, that the job exits with the bad-input code (2, from every rank: a rank
+that died otherwise would make mpiexec report another code), and that no
+output file exists afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import JOB_TIMEOUT
+from tests.reference import reference_cohorts, reference_extents
+
+EXIT_BAD_INPUT = 2
+
+
+def assert_fails_cleanly(run, out, *patterns):
+    """Exit 2, one error line from rank 0 naming everything, no output."""
+    errors = [line for line in run.stderr.splitlines() if " ERROR " in line]
+    assert run.returncode == EXIT_BAD_INPUT, run.stderr[-3000:]
+    assert len(errors) == 1, run.stderr[-3000:]
+    assert "[rank 0/" in errors[0]
+    for pattern in patterns:
+        assert pattern in errors[0], errors[0]
+    assert not out.exists()
+    assert not list(out.parent.glob(".tmp-*"))
+    return errors[0]
+
+
+def spec_of(out):
+    return json.loads(out.read_text())
+
+
+# ---------------------------------------------------------------------------
+# files and columns
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_missing_file(tmp_path, export_job, ranks):
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", tmp_path / "nope.csv", "--key", "k", "--out", out], ranks
+    )
+
+    assert_fails_cleanly(run, out, "nope.csv", "no such file")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_missing_column_names_the_present_ones(tmp_path, export_job, fmt):
+    frame = pd.DataFrame({"user": ["a", "b"], "bytes": [1, 2]})
+    path = tmp_path / f"log.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "user", "--size", "size", "--out", out], 2
+    )
+
+    assert_fails_cleanly(
+        run, out, f"log.{fmt}", "'size' not found", "'user', 'bytes'"
+    )
+
+
+def test_empty_files_give_zero_rows_and_change_nothing(tmp_path, export_job):
+    real = tmp_path / "real"
+    real.mkdir()
+    pd.DataFrame({"k": ["a", "b", "a"], "s": [1, 2, 3]}).to_csv(
+        real / "log.csv", index=False
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "zero.csv").write_bytes(b"")
+    (empty / "header.csv").write_text("k,s\n")
+    pq.write_table(
+        pa.table({"k": pa.array([], pa.string()),
+                  "s": pa.array([], pa.int64())}),
+        empty / "none.parquet",
+    )
+    args = ["--key", "k", "--size", "s"]
+
+    alone = export_job(
+        ["--logs", empty, *args, "--out", tmp_path / "alone.json"], 2
+    )
+    mixed = export_job(
+        ["--logs", empty, "--logs", real, *args,
+         "--out", tmp_path / "mixed.json"], 3
+    )
+    plain = export_job(
+        ["--logs", real, *args, "--out", tmp_path / "plain.json"], 1
+    )
+
+    for run in (alone, mixed, plain):
+        assert run.returncode == 0, run.stderr[-2000:]
+    alone_spec = spec_of(tmp_path / "alone.json")
+    assert alone_spec["meta"]["row_count"] == 0
+    assert alone_spec["cohorts"] == [] and alone_spec["extents"] == []
+    assert alone_spec["meta"]["approx_bytes"] == 0
+    mixed_spec = spec_of(tmp_path / "mixed.json")
+    plain_spec = spec_of(tmp_path / "plain.json")
+    for spec in (mixed_spec, plain_spec):
+        spec["meta"].pop("inputs")
+        spec["meta"].pop("world_size")
+    assert mixed_spec == plain_spec
+
+
+# ---------------------------------------------------------------------------
+# keys
+
+
+def test_csv_keys_007_and_7_stay_different(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k\n007\n7\n7\n")
+
+    text_run = export_job(
+        ["--logs", path, "--key", "k", "--prefix-len", "16",
+         "--out", tmp_path / "text.json"], 2
+    )
+    int_run = export_job(
+        ["--logs", path, "--key", "k", "--prefix-len", "16",
+         "--key-type", "int", "--out", tmp_path / "int.json"], 2
+    )
+
+    assert text_run.returncode == 0 and int_run.returncode == 0
+    assert spec_of(tmp_path / "text.json")["cohorts"] == reference_cohorts(
+        pd.Series(["007", "7", "7"]), None, 16, 64
+    )
+    assert spec_of(tmp_path / "int.json")["cohorts"] == reference_cohorts(
+        pd.Series([7, 7, 7]), None, 16, 64
+    )
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_null_key_is_an_error_naming_file_and_line(tmp_path, export_job,
+                                                   ranks):
+    path = tmp_path / "log.csv"
+    path.write_text("k,s\na,1\nb,2\n,3\nc,4\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out], ranks)
+
+    assert_fails_cleanly(run, out, "log.csv", "line 4", "'k'", "null")
+
+
+def test_null_keys_are_counted_with_skip(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_text(
+        '{"k": "a"}\n{"k": null}\n{"x": 1}\n{"k": "b"}\n{"k": "a"}\n'
+    )
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--on-bad-row", "skip",
+         "--out", out], 2
+    )
+
+    assert run.returncode == 0, run.stderr
+    meta = spec_of(out)["meta"]
+    assert meta["rows_rejected"] == {"null_key": 2}
+    assert meta["row_count"] == 3 and meta["input_rows"] == 5
+
+
+def test_json_ids_above_2_63_stay_exact(tmp_path, export_job):
+    ids = [[2**63, 2**64 - 1], [2**63 + 1, 5], [2**64 - 1]]
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(json.dumps({"ids": row}) for row in ids))
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "ids", "--explode", "--prefix-len", "16",
+         "--top-k", "all", "--extent-source", "key", "--page-bits", "0",
+         "--out", out], 2
+    )
+
+    assert run.returncode == 0, run.stderr
+    spec = spec_of(out)
+    flat = pd.Series([v for row in ids for v in row], dtype=np.uint64)
+    assert spec["cohorts"] == reference_cohorts(flat, None, 16, None)
+    assert spec["extents"] == reference_extents(flat.tolist())
+    assert spec["extents"] == [
+        {"start_page": 5, "npages": 1},
+        {"start_page": 2**63, "npages": 2},
+        {"start_page": 2**64 - 1, "npages": 1},
+    ]
+    assert f"{2**64 - 1}" in out.read_text()
+
+
+# ---------------------------------------------------------------------------
+# sizes
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [("-5", "negative"), ("2.5", "not a whole number"),
+     ("18446744073709551616", "does not fit"), ("lots", "not a number")],
+)
+def test_bad_sizes_name_file_line_and_column(tmp_path, export_job, value,
+                                             reason):
+    path = tmp_path / "log.csv"
+    path.write_text(f"k,size\na,1\nb,{value}\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "size", "--out", out], 1
+    )
+
+    assert_fails_cleanly(run, out, "log.csv", "line 3", "'size'", reason)
+
+
+def test_bad_json_sizes_are_caught_too(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"k": 1, "s": 3}\n{"k": 2, "s": 1.5}\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--out", out], 1
+    )
+
+    assert_fails_cleanly(run, out, "line 2", "'s'", "not a whole number")
+
+
+def test_size_sums_beyond_64_bits_stay_exact(tmp_path, export_job):
+    big = 2**64 - 1
+    path = tmp_path / "log.csv"
+    path.write_text("k,s\n" + "".join(f"k{i % 3},{big}\n" for i in range(9)))
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--out", out], 3
+    )
+
+    assert run.returncode == 0, run.stderr
+    spec = spec_of(out)
+    assert spec["meta"]["approx_bytes"] == 9 * big
+    assert sorted(c["bytes"] for c in spec["cohorts"]) == [3 * big] * 3
+    assert str(9 * big) in out.read_text()
+
+
+def test_bad_sizes_are_counted_with_skip(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k,s\na,1\nb,-1\nc,0.5\nd,\ne,7\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--on-bad-row",
+         "skip", "--out", out], 2
+    )
+
+    assert run.returncode == 0, run.stderr
+    meta = spec_of(out)["meta"]
+    assert meta["rows_rejected"] == {
+        "negative_size": 1, "non_integer_size": 1, "null_size": 1
+    }
+    assert meta["approx_bytes"] == 8
+
+
+# ---------------------------------------------------------------------------
+# malformed text
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"k": 1}\n{"k": 2}\n{"k": 3\n{"k": 4}\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out], 2)
+
+    assert_fails_cleanly(run, out, "log.jsonl", "line 3", "malformed JSON")
+
+
+def test_malformed_json_lines_are_counted_with_skip(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"k": 1}\nnot json\n[1]\n{"k": 4}\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--on-bad-row", "skip", "--out", out]
+    )
+
+    assert run.returncode == 0, run.stderr
+    meta = spec_of(out)["meta"]
+    assert meta["rows_rejected"] == {"malformed_json": 2}
+    assert meta["row_count"] == 2
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_csv_quoted_newlines_and_bom(tmp_path, export_job, ranks):
+    path = tmp_path / "log.csv"
+    rows = [("plain", 1), ("two\nlines", 2), ('say ""hi""', 3)] * 30
+    body = "".join(f'"{key}",{size}\n' for key, size in rows)
+    path.write_bytes(b"\xef\xbb\xbf" + f"key,size\n{body}".encode())
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "key", "--size", "size",
+         "--batch-bytes", "64", "--out", out], ranks
+    )
+
+    assert run.returncode == 0, run.stderr
+    keys = pd.Series([k.replace('""', '"') for k, _ in rows])
+    sizes = pd.Series([s for _, s in rows])
+    assert spec_of(out)["cohorts"] == reference_cohorts(keys, sizes, 4, 64)
+
+
+def test_csv_row_with_extra_fields(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k,s\na,1\nb,2,3\nc,4\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out])
+
+    assert_fails_cleanly(run, out, "log.csv", "line 3", "malformed CSV")
+
+
+# ---------------------------------------------------------------------------
+# failure on one rank only
+
+
+def test_error_on_rank_1_only_ends_the_job(tmp_path, export_job):
+    # many good rows for rank 0, one bad row at the very end (rank 1's)
+    path = tmp_path / "log.csv"
+    lines = [f"k{i},{i}" for i in range(20000)] + ["bad,-1"]
+    path.write_text("k,s\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--batch-bytes",
+         "4096", "--out", out], 2
+    )
+
+    error = assert_fails_cleanly(run, out, "line 20002", "negative")
+    assert "reported by rank 1" in error
+    assert run.seconds < JOB_TIMEOUT / 2
+
+
+def test_unwritable_output_folder_fails_before_reading(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k\na\n")
+    out = tmp_path / "missing-folder" / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out], 2)
+
+    assert run.returncode == EXIT_BAD_INPUT
+    assert "missing-folder" in run.stderr and "does not exist" in run.stderr
