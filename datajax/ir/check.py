@@ -146,12 +146,7 @@ def _step_columns(step: Step, table) -> Columns:
         return _rename_columns(step, table(step.src, "src"))
 
     if isinstance(step, Assign):
-        cols = table(step.src, "src")
-        _name(step.column, "column")
-        _check_expr(step.expr, cols, "expr")
-        if step.column in cols:
-            return cols
-        return cols + (step.column,)
+        return _assign_columns(step, table(step.src, "src"))
 
     if isinstance(step, Aggregate):
         return _aggregate_columns(step, table(step.src, "src"))
@@ -224,6 +219,29 @@ def _rename_columns(step: Rename, cols: Columns) -> Columns:
             "that are not already taken"
         )
     return out
+
+
+def _assign_columns(step: Assign, cols: Columns) -> Columns:
+    if not isinstance(step.columns, tuple) or not step.columns:
+        raise _StepRuleError(
+            f"columns must be a non-empty tuple of (name, expression) "
+            f"pairs, got {step.columns!r}"
+        )
+    names = []
+    for i, pair in enumerate(step.columns):
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise _StepRuleError(
+                f"columns[{i}] must be a (name, expression) pair, got "
+                f"{pair!r}"
+            )
+        name, expr = pair
+        _name(name, f"columns[{i}].name")
+        _check_expr(expr, cols, f"columns[{i}].expr")
+        names.append(name)
+    dups = _duplicates(names)
+    if dups:
+        raise _StepRuleError(f"columns {dups!r} are assigned twice")
+    return cols + tuple(n for n in names if n not in cols)
 
 
 def _aggregate_columns(step: Aggregate, cols: Columns) -> Columns:

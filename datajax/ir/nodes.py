@@ -216,11 +216,15 @@ class Rename:
 
 @dataclass(frozen=True)
 class Assign:
-    """Add (or replace) the column ``column`` computed from ``expr``."""
+    """Add (or replace) columns; ``columns`` holds ``(name, expr)`` pairs.
+
+    Every expression reads the input table ``src``, not the columns
+    added by the same step (as ``DataFrame.assign`` evaluates Series
+    arguments before assigning).
+    """
 
     src: int
-    column: str
-    expr: Expr
+    columns: tuple[tuple[str, Expr], ...]
 
 
 @dataclass(frozen=True)

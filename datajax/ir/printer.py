@@ -79,7 +79,10 @@ def format_step(index: int, step: Step) -> str:
         )
         return f"{out} = rename {table_name(step.src)} {{{pairs}}}"
     if isinstance(step, Assign):
-        body = f"{format_name(step.column)} = {format_expr(step.expr)}"
+        body = ", ".join(
+            f"{format_name(name)} = {format_expr(expr)}"
+            for name, expr in step.columns
+        )
         return f"{out} = assign {table_name(step.src)} {body}"
     if isinstance(step, Aggregate):
         aggs = ", ".join(

@@ -126,6 +126,22 @@ def _read_aggs(value: Any, path: str) -> tuple[Agg, ...]:
     return tuple(aggs)
 
 
+def _read_assignments(
+    value: Any, path: str
+) -> tuple[tuple[str, Expr], ...]:
+    out = []
+    for i, item in enumerate(_read_list(value, path)):
+        where = f"{path}[{i}]"
+        fields = _fields(item, where, ("name", "expr"))
+        out.append(
+            (
+                _read_str(fields["name"], f"{where}.name"),
+                _read_expr(fields["expr"], f"{where}.expr"),
+            )
+        )
+    return tuple(out)
+
+
 def _read_expr(value: Any, path: str, depth: int = 0) -> Expr:
     if depth > MAX_EXPR_DEPTH:
         raise _Bad(path, f"nests deeper than {MAX_EXPR_DEPTH} levels")
@@ -225,6 +241,12 @@ def _write_expr(expr: Expr) -> dict[str, Any]:
     raise TypeError(f"{expr!r} is not an expression")
 
 
+def _write_assignments(
+    columns: Sequence[tuple[str, Expr]],
+) -> list[dict[str, Any]]:
+    return [{"name": n, "expr": _write_expr(e)} for n, e in columns]
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -269,8 +291,7 @@ _STEP_FORMAT: dict[str, tuple[type, tuple[_Field, ...]]] = {
     )),
     "assign": (Assign, (
         ("src", _read_ref, _same),
-        ("column", _read_str, _same),
-        ("expr", _read_expr, _write_expr),
+        ("columns", _read_assignments, _write_assignments),
     )),
     "aggregate": (Aggregate, (
         ("src", _read_ref, _same),
