@@ -24,6 +24,16 @@ SHARED_DATA = Path(
 )
 MOONCAKE = SHARED_DATA / "mooncake_conversation_trace.jsonl"
 
+# MPICH's network modules would otherwise listen on the machine's outside
+# address; the tests keep every MPI socket on loopback.
+LOOPBACK_ENV = {
+    "UCX_NET_DEVICES": "lo",
+    "FI_TCP_IFACE": "lo",
+    "FI_SOCKETS_IFACE": "lo",
+}
+for _name, _value in LOOPBACK_ENV.items():
+    os.environ.setdefault(_name, _value)
+
 # Seconds an MPI job may take before mpiexec kills it: far above the normal
 # run time, far below "hangs".
 JOB_TIMEOUT = 120

@@ -465,12 +465,26 @@ def _exact_array(values: list, path: str, column: str, lines: list[int]):
             )
         return pa.array(values, pa.list_(kind) if nested else kind)
 
+    if set(kinds) in ({"integer", "number"}, {"list of integer/number"}):
+        # whole numbers beside fractions: floats are exact up to 2**53,
+        # and the fractions are reported by the size or key checks
+        nested = "list of integer/number" in kinds
+        numbers = [
+            item
+            for value in values if value is not None
+            for item in (value if nested else [value])
+            if isinstance(item, int)
+        ]
+        if all(abs(number) <= 2**53 for number in numbers):
+            kind = pa.float64()
+            return pa.array(values, pa.list_(kind) if nested else kind)
+
     if len(kinds) > 1:
         first, second = sorted(kinds.items(), key=lambda item: item[1])[:2]
         raise InputError(
-            f"{path}: line {second[1]}: column {column!r} holds a "
-            f"{second[0]} where line {first[1]} holds a {first[0]}; a "
-            "column must hold one kind of value"
+            f"{path}: line {second[1]}: column {column!r} holds "
+            f"{_article(second[0])} where line {first[1]} holds "
+            f"{_article(first[0])}; a column must hold one kind of value"
         )
     try:
         return pa.array(values)
@@ -478,6 +492,10 @@ def _exact_array(values: list, path: str, column: str, lines: list[int]):
         raise InputError(
             f"{path}: column {column!r} near line {lines[0]}: {error}"
         ) from error
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _json_kind(value) -> str:
