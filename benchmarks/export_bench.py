@@ -781,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for threads in args.threads
     ]
 
+    load_before = _load_average()
     try:
         # -- warm-up, and the check that everyone computes the same -----
         reference: QueryResult | None = None
@@ -837,8 +838,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(summary)
     cores = os.cpu_count()
     _say("")
+    load_after = _load_average()
     _say(f"{rows:,} rows, {args.runs} timed run(s) each, {cores} cores "
-         f"({platform.processor() or platform.machine()})")
+         f"({platform.processor() or platform.machine()}); 1-minute load "
+         f"{load_before} before, {load_after} after (above 0 means other "
+         "work shared the machine)")
     _say("")
     _say(table)
 
@@ -853,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extents": int(reference.starts.size),
         "runs": args.runs,
         "cpu_count": cores,
+        "load_average_1min": {"before": load_before, "after": load_after},
         "python": platform.python_version(),
         "versions": _versions(),
         "results": summary,
@@ -868,6 +873,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plot(summary, rows, plot_path):
         _say(f"plot: {plot_path}")
     return 0
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _versions() -> dict[str, str]:
