@@ -337,7 +337,7 @@ def join_output_names(
     Raises:
         ValueError: the suffixes leave two output columns with one name.
     """
-    shared = {a for a, b in zip(left_on, right_on) if a == b}
+    shared = {a for a, b in zip(left_on, right_on, strict=True) if a == b}
     overlap = (set(left) & set(right)) - shared
     lsuf, rsuf = suffixes
     if overlap and lsuf == rsuf:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Union
-
 import numpy as np
 
 # ---------------------------------------------------------------------------
@@ -125,7 +123,7 @@ class UnaryOp:
     operand: Expr
 
 
-Expr = Union[Col, Lit, BinOp, UnaryOp]
+Expr = Col | Lit | BinOp | UnaryOp
 
 
 def lit(value: object) -> Lit:
@@ -280,8 +278,10 @@ class Repartition:
     axis: str | None = None
 
 
-Step = Union[Source, Filter, Select, Rename, Assign, Aggregate, Join,
-             Repartition]
+Step = (
+    Source | Filter | Select | Rename | Assign | Aggregate | Join
+    | Repartition
+)
 
 STEP_KINDS: Mapping[type, str] = {
     Source: "source",
