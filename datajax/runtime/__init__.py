@@ -64,7 +64,9 @@ def register_executor(
         ValueError: the name is taken and ``replace`` is not set.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"executor name must be a non-empty string: {name!r}")
+        raise ValueError(
+            f"executor name must be a non-empty string, got {name!r}"
+        )
     with _lock:
         if name in _factories and not replace:
             raise ValueError(

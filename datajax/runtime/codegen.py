@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FUNC_NAME = "datajax_plan"
 
+# Compiled functions kept per executor.
+CACHE_SIZE = 64
+
 
 def expr_source(expr: Expr, table: str) -> str:
     """Write an expression as pandas code over the DataFrame ``table``."""
@@ -85,8 +88,11 @@ def step_source(index: int, step: Step, params: Mapping[int, str]) -> str:
         return f"{out} = {table_name(step.src)}.rename(columns={mapping!r})"
     if isinstance(step, Assign):
         src = table_name(step.src)
-        value = expr_source(step.expr, src)
-        return f"{out} = {src}.assign(**{{{step.column!r}: {value}}})"
+        values = ", ".join(
+            f"{name!r}: {expr_source(expr, src)}"
+            for name, expr in step.columns
+        )
+        return f"{out} = {src}.assign(**{{{values}}})"
     if isinstance(step, Aggregate):
         src = table_name(step.src)
         aggs = ", ".join(
@@ -134,7 +140,8 @@ def trace_to_source(trace: Trace, func_name: str = DEFAULT_FUNC_NAME) -> str:
     for index, step in enumerate(trace.steps):
         lines.append(f"    # {format_step(index, step)}")
         lines.append(f"    {step_source(index, step, params)}")
-    lines.append(f"    return {table_name(trace.output)}.reset_index(drop=True)")
+    result = table_name(trace.output)
+    lines.append(f"    return {result}.reset_index(drop=True)")
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +168,8 @@ class PandasSourceExecutor(Executor):
         func = self._compiled.get(plan.trace)
         if func is None:
             func = compile_trace(plan.trace)
+            if len(self._compiled) >= CACHE_SIZE:
+                self._compiled.clear()  # a crude bound, enough for a job
             self._compiled[plan.trace] = func
             logger.debug("compiled a trace of %d steps", len(plan.trace))
         return func(*bind_tables(plan.trace, tables))

@@ -107,7 +107,8 @@ def run_step(step: Step, inputs: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
     if isinstance(step, Assign):
         (df,) = inputs
-        return df.assign(**{step.column: eval_expr(step.expr, df)})
+        values = {name: eval_expr(e, df) for name, e in step.columns}
+        return df.assign(**values)
 
     if isinstance(step, Aggregate):
         (df,) = inputs
