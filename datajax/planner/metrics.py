@@ -401,7 +401,7 @@ def _step_reads(step: Any) -> list[str]:
     if isinstance(step, Rename):
         return [old for old, _ in step.mapping]
     if isinstance(step, Assign):
-        return expr_columns(step.expr)
+        return [c for _, e in step.columns for c in expr_columns(e)]
     if isinstance(step, Aggregate):
         return list(step.keys) + [a.column for a in step.aggs]
     if isinstance(step, Join):
@@ -460,15 +460,14 @@ def _unary_estimate(
         return n, {mapping.get(c, c): v for c, v in w_in.items()}
     if isinstance(step, Assign):
         w = dict(w_in)
-        if isinstance(step.expr, Col):
-            w[step.column] = w_in[step.expr.name]
-        else:
-            fixed = dtype_width(schema.dtypes[step.column])
-            w[step.column] = float(
-                fixed
-                if fixed is not None
-                else sum(w_in[c] for c in expr_columns(step.expr))
-            )
+        for name, expr in step.columns:
+            fixed = dtype_width(schema.dtypes[name])
+            if isinstance(expr, Col):
+                w[name] = w_in[expr.name]
+            elif fixed is not None:
+                w[name] = float(fixed)
+            else:  # e.g. joined strings: as wide as what they read
+                w[name] = float(sum(w_in[c] for c in expr_columns(expr)))
         return n, w
     if isinstance(step, Aggregate):
         w = {k: w_in[k] for k in step.keys}

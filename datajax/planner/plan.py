@@ -161,7 +161,9 @@ def plan_trace(
             try:
                 resources.resolve_axis(step.axis)
             except ValueError as exc:
-                raise ValueError(f"step {index} (repartition): {exc}") from None
+                raise ValueError(
+                    f"step {index} (repartition): {exc}"
+                ) from None
 
     schemas = _infer_schemas(trace, tables)
     shardings = _infer_shardings(trace)
@@ -230,7 +232,7 @@ def _infer_shardings(trace: Trace) -> tuple[Sharding, ...]:
     out: list[Sharding] = []
     columns = check_trace(trace)
 
-    for index, step in enumerate(trace.steps):
+    for step in trace.steps:
         if isinstance(step, Source):
             out.append(Blocks())
             continue
@@ -259,7 +261,9 @@ def _infer_shardings(trace: Trace) -> tuple[Sharding, ...]:
             step.columns
         ):
             out.append(Blocks())
-        elif isinstance(step, Assign) and step.column in src.keys:
+        elif isinstance(step, Assign) and any(
+            name in src.keys for name, _ in step.columns
+        ):
             out.append(Blocks())  # a key was overwritten
         else:
             out.append(src)
@@ -417,7 +421,10 @@ def format_plan(plan: ExecutionPlan) -> str:
         lines.append("")
         lines.append(f"stage {stage.name}")
         for name, schema, sharding in zip(
-            stage.inputs, stage.input_schemas, stage.input_shardings
+            stage.inputs,
+            stage.input_schemas,
+            stage.input_shardings,
+            strict=True,
         ):
             lines.append(f"  in  {name} {schema}")
             lines.append(f"      sharding {sharding}")

@@ -148,5 +148,6 @@ class Resource:
         return axis
 
     def __str__(self) -> str:
-        axes = ", ".join(repr(a) for a in self.mesh_axes)
-        return f"mesh ({axes}) x {self.world_size} ranks"
+        return (
+            f"mesh_axes={self.mesh_axes!r}, world_size={self.world_size}"
+        )
