@@ -100,6 +100,40 @@ class _Recorder:
         self.sources[name] = index
         return index
 
+    def adopt(self, other: _Recorder, index: int) -> int:
+        """Copy the steps behind ``other``'s table ``index`` into this one.
+
+        Input tables are matched by name; their data comes along.
+
+        Raises:
+            ValueError: two different tables share a name.
+        """
+        trace = other.trace_for(index)
+        new: dict[int, int] = {}
+        for i, step in enumerate(trace.steps):
+            if isinstance(step, Source):
+                table = other.tables.get(step.name)
+                mine = self.tables.get(step.name)
+                if table is not None and mine is not None and (
+                    table is not mine
+                ):
+                    raise ValueError(
+                        f"two different tables are named {step.name!r}; "
+                        "give them their own names, e.g. "
+                        "Frame(df, name='users')"
+                    )
+                if table is not None:
+                    self.tables[step.name] = table
+                new[i] = self.source(step.name, step.schema)
+                continue
+            changes = {
+                f: new[getattr(step, f)]
+                for f in ("src", "left", "right")
+                if hasattr(step, f)
+            }
+            new[i] = self.add(dataclasses.replace(step, **changes))
+        return new[len(trace.steps) - 1]
+
     def trace_for(self, index: int) -> Trace:
         """The trace of the steps ``index`` depends on, renumbered."""
         needed = {index}
@@ -564,7 +598,7 @@ class Frame:
 
         Raises:
             ValueError: bad ``how``, keys given both ways or not at all,
-                frames of different traces.
+                two different tables of one name.
             IRError: a key is missing or the suffixes collide.
         """
         if not isinstance(right, Frame):
@@ -572,12 +606,6 @@ class Frame:
                 f"merge needs a Frame on the right, not "
                 f"{type(right).__name__}; inside djit pass the table as an "
                 "argument or use Frame.source(name)"
-            )
-        if right._rec is not self._rec:
-            raise ValueError(
-                "cannot join frames of two different traces; inside djit "
-                "take both tables as arguments (or Frame.source(name)), "
-                "outside djit build both from Frame.source"
             )
         if how not in JOIN_HOWS:
             raise ValueError(
@@ -597,10 +625,15 @@ class Frame:
             raise ValueError(f"suffixes must be a pair, got {suffixes!r}")
         sfx = tuple("" if s is None else s for s in suffixes)
 
+        # a frame of another trace (e.g. another Frame(df)) joins in
+        right_index = right._index
+        if right._rec is not self._rec:
+            right_index = self._rec.adopt(right._rec, right._index)
+
         return self._add(
             Join(
                 left=self._index,
-                right=right._index,
+                right=right_index,
                 how=how,
                 left_on=left_keys,
                 right_on=right_keys,

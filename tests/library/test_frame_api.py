@@ -82,16 +82,16 @@ def test_missing_column_is_a_key_error():
 
     with pytest.raises(KeyError, match="column 'bytes' not found; the "
                                        "frame has"):
-        f["bytes"]
+        _ = f["bytes"]
 
 
 def test_unsupported_values_in_expressions():
     f = Frame(_logs(), "logs")
 
     with pytest.raises(TypeError, match="cannot mix a Series"):
-        f["size"] + _logs()["size"]
+        _ = f["size"] + _logs()["size"]
     with pytest.raises(TypeError, match="cannot use"):
-        f["size"] + [1, 2]
+        _ = f["size"] + [1, 2]
 
 
 def test_expression_from_another_frame_is_refused():
@@ -99,7 +99,7 @@ def test_expression_from_another_frame_is_refused():
     g = f.rename(columns={"user": "who"})
 
     with pytest.raises(ValueError) as info:
-        g[f["size"] > 1]
+        _ = g[f["size"] > 1]
 
     assert str(info.value).startswith(
         "filter: the expression (size > 1) was built from t0, not from t1"
@@ -169,8 +169,8 @@ def test_groupby_and_merge_argument_errors():
         f.merge(f, left_on="user")
     with pytest.raises(ValueError, match="not both"):
         f.merge(f, on="user", left_on="user", right_on="user")
-    with pytest.raises(ValueError, match="two different traces"):
-        f.merge(Frame(_logs(), "other"), on="user")
+    with pytest.raises(ValueError, match="two different tables are named"):
+        f.merge(Frame(_logs(), "logs"), on="user")
     with pytest.raises(TypeError, match="needs a Frame on the right"):
         f.merge(_logs(), on="user")
 
@@ -200,6 +200,26 @@ def test_frame_input_checks():
         Frame(pd.DataFrame({0: [1]}), "t")
     with pytest.raises(ValueError, match=r"repeated columns \['a'\]"):
         Frame(pd.DataFrame([[1, 2]], columns=["a", "a"]), "t")
+
+
+def test_frames_of_separate_traces_join():
+    users = pd.DataFrame({"user": ["a", "b"], "cc": ["de", "fr"]})
+    f = Frame(_logs(), "logs")
+    u = Frame(users, "users")
+    u = u[u["cc"] != "fr"]
+    abstract = Frame.source("extra", {"user": "str", "w": "int64"})
+
+    joined = f.merge(u, on="user").merge(abstract, on="user", how="left")
+    extra = pd.DataFrame({"user": ["a"], "w": [7]})
+    out = joined.to_pandas(tables={"extra": extra})
+
+    assert joined.trace.sources == ("logs", "users", "extra")
+    assert out.to_dict("list") == {
+        "user": ["a", "a"], "size": [10, 3000], "ok": [True, True],
+        "cc": ["de", "de"], "w": [7, 7],
+    }
+    # the frames that were joined in are unchanged
+    assert u.trace.sources == ("users",)
 
 
 def test_frames_outside_djit_run_with_to_pandas():
