@@ -18,9 +18,10 @@ Estimates (``estimate_plan_metrics``)
   steps, ``bytes * (W - 1) // W`` for world size ``W`` (a uniform hash
   keeps ``1/W`` of the rows in place). A side already sharded by its
   keys moves nothing. Rows through the plan are estimated, not measured:
-  filters and group-bys keep every row, joins give ``max(l, r)``
-  (inner), ``l`` (left), ``r`` (right) or ``l + r`` (outer) rows, so
-  the figure is an upper bound for filtering pipelines. Group-by
+  filters and group-bys keep every row (an upper bound), joins give
+  ``max(l, r)`` (inner), ``l`` (left), ``r`` (right) or ``l + r``
+  (outer) rows (right for joins on keys unique on one side; joins that
+  multiply rows are underestimated). Group-by
   exchanges are not counted (a local pre-aggregation shrinks them to an
   unknown size).
 * ``occupancy_proxy = lane_fill * tile_fill``, where
@@ -348,9 +349,9 @@ def estimate_plan_metrics(
     # notes that say how the figures were made
     if counts["filter"] or counts["aggregate"] or counts["join"]:
         notes.append(
-            "rows through the plan are upper bounds: filters and "
-            "group-bys keep every row; joins give max(l, r) (inner), l "
-            "(left), r (right), l + r (outer)"
+            "rows through the plan are estimates: filters and group-bys "
+            "keep every row; joins give max(l, r) (inner), l (left), r "
+            "(right), l + r (outer)"
         )
     if world == 1 and (counts["join"] or counts["repartition"]):
         notes.append("world_size=1: no bytes cross ranks")

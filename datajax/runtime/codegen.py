@@ -67,7 +67,7 @@ def expr_source(expr: Expr, table: str) -> str:
             return f"(-{inner})"
         if expr.op == "not":
             return f"(~{inner})"
-        return f"pd.{expr.op}({inner})"
+        return f"{inner}.{expr.op}()"
     raise TypeError(f"{expr!r} is not an expression")
 
 

@@ -57,8 +57,8 @@ BINARY_FUNCS: Mapping[str, Callable[[Any, Any], Any]] = {
 UNARY_FUNCS: Mapping[str, Callable[[Any], Any]] = {
     "neg": operator.neg,
     "not": operator.invert,
-    "isna": pd.isna,
-    "notna": pd.notna,
+    "isna": lambda s: s.isna(),
+    "notna": lambda s: s.notna(),
 }
 
 

@@ -134,12 +134,15 @@ def test_boolean_logic_and_filter(backend):
 def test_null_tests(backend):
     def fn(t):
         return t[t["v"].isna() | t["g"].notna()].assign(
-            missing=lambda d: d["k"].isna()
+            missing=lambda d: d["k"].isna(),
+            full=lambda d: ~(d["v"] * d["k"]).notna(),
         )
 
     df = left()
     kept = df[df["v"].isna() | df["g"].notna()]
-    expected = kept.assign(missing=kept["k"].isna())
+    expected = kept.assign(
+        missing=kept["k"].isna(), full=~(kept["v"] * kept["k"]).notna()
+    )
     check(run(backend, fn, df), expected, ordered=True)
 
 

@@ -116,7 +116,7 @@ metrics
   column_usage: size=3, user=3, cc=2, kb=1
   notes:
     - repartition t7: the input is already by_key(cc); nothing moves
-    - rows through the plan are upper bounds: filters and group-bys keep \
+    - rows through the plan are estimates: filters and group-bys keep \
 every row; joins give max(l, r) (inner), l (left), r (right), l + r (outer)
     - group-by exchanges are not counted in shuffle_bytes
     - occupancy_proxy=lane_fill*tile_fill with row_width=7, \
