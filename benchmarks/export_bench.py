@@ -841,8 +841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = _load_average()
     _say(f"{rows:,} rows, {args.runs} timed run(s) each, {cores} cores "
          f"({platform.processor() or platform.machine()}); 1-minute load "
-         f"{load_before} before, {load_after} after (above 0 means other "
-         "work shared the machine)")
+         f"average {load_before} before the runs, {load_after} after "
+         "(other work on the machine slows every configuration)")
     _say("")
     _say(table)
 
