@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_rows=args.batch_rows,
     )
     try:
-        run_export(job, comm)
+        run_export(job, comm, return_spec=False)
     except JobError as error:
         if comm.rank == 0:
             where = f" (reported by rank {error.rank})" if comm.size > 1 else ""

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.util import hash_pandas_object
+from pandas.util import hash_array, hash_pandas_object
 
 from datajax.io.sources import InputError
 
@@ -102,9 +102,8 @@ class _RowFaults:
     """The first fault of every bad row, by row index."""
 
     def __init__(self, rows: int) -> None:
-        self.reason = np.full(rows, "", dtype=object)
-        self.column = np.full(rows, "", dtype=object)
-        self.value = np.full(rows, None, dtype=object)
+        self.rows = rows
+        self.reason: np.ndarray | None = None
 
     def mark(
         self, rows: np.ndarray, reason: str, column: str, values=None
@@ -112,6 +111,11 @@ class _RowFaults:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
+        if self.reason is None:
+            # made on the first fault only: clean batches pay nothing
+            self.reason = np.full(self.rows, "", dtype=object)
+            self.column = np.full(self.rows, "", dtype=object)
+            self.value = np.full(self.rows, None, dtype=object)
         fresh = self.reason[rows] == ""
         rows = rows[fresh]
         self.reason[rows] = reason
@@ -120,6 +124,8 @@ class _RowFaults:
             self.value[rows] = np.asarray(values, dtype=object)[fresh]
 
     def bad(self) -> np.ndarray:
+        if self.reason is None:
+            return np.zeros(self.rows, dtype=bool)
         return self.reason != ""
 
 
@@ -165,6 +171,10 @@ def hash_key_array(keys: np.ndarray | pd.Series | pa.Array) -> np.ndarray:
     2**63 - 1), so a key hashes the same whatever width a file stored it
     in; int64 and uint64 give equal hashes for equal non-negative values.
     """
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+        # the integer branch of hash_pandas_object, without a Series
+        wide = keys.astype(np.uint64 if keys.dtype.kind == "u" else np.int64)
+        return hash_array(wide).astype(np.uint64, copy=False)
     if isinstance(keys, pa.Array | pa.ChunkedArray):
         keys = keys.to_pandas()
     series = keys if isinstance(keys, pd.Series) else pd.Series(keys)
@@ -189,6 +199,11 @@ def _size_values(
     if pa.types.is_null(kind):
         return sizes
     if pa.types.is_integer(kind):
+        if values.null_count == 0 and len(values):
+            plain = values.to_numpy(zero_copy_only=False)
+            if plain.dtype.kind == "u" or plain.min() >= 0:
+                # the common case: no nulls, no negatives, no copies
+                return plain.astype(np.uint64, copy=False)
         if pa.types.is_signed_integer(kind):
             signed = values.cast(pa.int64()).fill_null(0).to_numpy()
             negative = signed < 0

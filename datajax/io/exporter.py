@@ -151,6 +151,67 @@ class CohortTable:
             )
 
 
+DENSE_PREFIX_LEN_MAX = 5
+FLOAT_EXACT = 2**53
+
+
+class DenseCohorts:
+    """Counts and byte sums in one slot per possible prefix code.
+
+    The fast path for short prefixes (up to 16**5 slots): a batch is
+    counted with ``np.bincount``.  Byte sums go through float64 weights
+    only while every partial sum stays below 2**53, where floats are exact
+    integers; otherwise the batch is summed by sorting.  Once the running
+    total could pass 2**64 the sums become Python integers.
+    """
+
+    def __init__(self, prefix_len: int, with_sizes: bool) -> None:
+        self.slots = 16**prefix_len
+        self.counts = np.zeros(self.slots, dtype=np.int64)
+        self.sums = (
+            np.zeros(self.slots, dtype=np.uint64) if with_sizes else None
+        )
+        self.total = 0
+
+    def add(self, codes: np.ndarray, sizes: np.ndarray | None) -> None:
+        if codes.size == 0:
+            return
+        self.counts += np.bincount(codes, minlength=self.slots)
+        if self.sums is None or sizes is None:
+            return
+
+        largest = int(sizes.max())
+        if largest * sizes.size < FLOAT_EXACT:
+            batch = np.bincount(
+                codes, weights=sizes.astype(np.float64), minlength=self.slots
+            ).astype(np.uint64)
+            batch_total = int(batch.sum(dtype=np.uint64))
+            self.total += batch_total
+            if self.sums.dtype != object and self.total <= UINT64_MAX:
+                self.sums += batch
+                return
+            self.sums = self.sums.astype(object)
+            self.sums += batch.astype(object)
+            return
+
+        unique, _, sums = _exact_group_sums(codes, sizes)
+        self.total += sum(int(value) for value in sums)
+        if self.sums.dtype != object and self.total > UINT64_MAX:
+            self.sums = self.sums.astype(object)
+        np.add.at(self.sums, unique.astype(np.int64), sums.astype(
+            self.sums.dtype
+        ))
+
+    def table(self) -> CohortTable:
+        """The non-empty slots as a sparse table."""
+        used = np.flatnonzero(self.counts)
+        return CohortTable(
+            used.astype(np.uint64),
+            self.counts[used],
+            None if self.sums is None else self.sums[used],
+        )
+
+
 def _concat_exact(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     if first.dtype == object or second.dtype == object:
         return np.concatenate([first.astype(object), second.astype(object)])
@@ -234,8 +295,13 @@ class PageRuns:
 
     def add_pages(self, pages: np.ndarray) -> None:
         """Add pages (any order, repeats allowed)."""
-        unique = np.unique(np.asarray(pages, dtype=np.uint64))
-        self.merge(_runs_of_sorted(unique))
+        ordered = np.sort(np.asarray(pages, dtype=np.uint64))
+        if ordered.size:
+            changes = np.empty(ordered.size, dtype=bool)
+            changes[0] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=changes[1:])
+            ordered = ordered[changes]
+        self.merge(_runs_of_sorted(ordered))
 
     def merge(self, other: PageRuns) -> None:
         """Union with another set of runs."""
@@ -464,6 +530,20 @@ class WaveSpecState:
             self.cohorts.sums = np.zeros(0, dtype=np.uint64)
         for name in self.options.extra:
             self.extras.setdefault(name, ValueCounts())
+        self._dense: DenseCohorts | None = None
+        if self.options.prefix_len <= DENSE_PREFIX_LEN_MAX:
+            self._dense = DenseCohorts(
+                self.options.prefix_len, self.options.size is not None
+            )
+
+    def flush(self) -> None:
+        """Fold the fast-path counters into ``cohorts``; call before reading
+        ``cohorts``."""
+        if self._dense is not None and self._dense.counts.any():
+            self.cohorts.merge(self._dense.table())
+            self._dense = DenseCohorts(
+                self.options.prefix_len, self.options.size is not None
+            )
 
     def add(self, accesses: Accesses) -> None:
         """Fold one prepared batch in."""
@@ -484,10 +564,11 @@ class WaveSpecState:
             else:
                 self.total_bytes += int(sizes.sum(dtype=np.uint64))
 
-        self.cohorts.add(
-            prefix_codes(accesses.hashes, options.prefix_len),
-            accesses.sizes,
-        )
+        codes = prefix_codes(accesses.hashes, options.prefix_len)
+        if self._dense is not None:
+            self._dense.add(codes, accesses.sizes)
+        else:
+            self.cohorts.add(codes, accesses.sizes)
         if options.extent_source == "key" and accesses.int_keys is not None:
             source = accesses.int_keys.astype(np.uint64)
         else:
@@ -507,6 +588,8 @@ class WaveSpecState:
         self.key_kinds |= other.key_kinds
         self.has_negative_key |= other.has_negative_key
         self.has_large_key |= other.has_large_key
+        self.flush()
+        other.flush()
         self.cohorts.merge(other.cohorts)
         self.pages.merge(other.pages)
         for name, counts in other.extras.items():
@@ -541,9 +624,15 @@ def finish_wave_spec(
     state: WaveSpecState,
     usage: Mapping[str, int] | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    with_extents: bool = True,
 ) -> dict[str, Any]:
-    """Assemble the WaveSpec JSON object from a (merged) state."""
+    """Assemble the WaveSpec JSON object from a (merged) state.
+
+    With ``with_extents=False`` the ``extents`` entry is None: pass
+    ``state.pages`` to :func:`dumps_wave_spec` to write them.
+    """
     state.check_keys()
+    state.flush()
     options = state.options
     kind = next(iter(state.key_kinds), None)
     meta: dict[str, Any] = {
@@ -579,7 +668,7 @@ def finish_wave_spec(
         "cohorts": rank_cohorts(
             state.cohorts, options.prefix_len, options.top_k
         ),
-        "extents": extents_of(state.pages),
+        "extents": extents_of(state.pages) if with_extents else None,
         "pack_order": pack_order(usage, options.key),
         "meta": meta,
         "prefix_histogram": prefix_histogram(
@@ -588,9 +677,38 @@ def finish_wave_spec(
     }
 
 
-def dumps_wave_spec(spec: Mapping[str, Any]) -> str:
-    """The canonical JSON text of a WaveSpec (no NaN, stable layout)."""
-    return json.dumps(spec, indent=2, allow_nan=False) + "\n"
+_EXTENTS_MARK = "__datajax_extents__"
+_EXTENT_ITEM = (
+    '    {\n      "start_page": %d,\n      "npages": %d\n    }'
+)
+
+
+def _extents_text(runs: PageRuns) -> str:
+    """``runs`` as ``json.dumps(extents_of(runs), indent=2)`` nested one
+    level deep would write them, without building the dicts."""
+    if runs.first.size == 0:
+        return "[]"
+    lengths = (runs.last - runs.first).astype(object) + 1
+    items = ",\n".join(
+        _EXTENT_ITEM % pair for pair in zip(runs.first.tolist(), lengths)
+    )
+    return "[\n" + items + "\n  ]"
+
+
+def dumps_wave_spec(
+    spec: Mapping[str, Any], runs: PageRuns | None = None
+) -> str:
+    """The canonical JSON text of a WaveSpec (no NaN, stable layout).
+
+    With ``runs`` the extents are written straight from the page runs
+    (``spec["extents"]`` is ignored): the same bytes, much faster than
+    encoding one dict per extent when there are millions.
+    """
+    if runs is None:
+        return json.dumps(spec, indent=2, allow_nan=False) + "\n"
+    marked = {**spec, "extents": _EXTENTS_MARK}
+    text = json.dumps(marked, indent=2, allow_nan=False)
+    return text.replace(f'"{_EXTENTS_MARK}"', _extents_text(runs), 1) + "\n"
 
 
 def write_json_atomic(path: str, text: str) -> None:

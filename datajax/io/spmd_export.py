@@ -38,6 +38,7 @@ from datajax.io.exporter import (
     WaveSpecOptions,
     WaveSpecState,
     dumps_wave_spec,
+    extents_of,
     finish_wave_spec,
     write_json_atomic,
 )
@@ -249,6 +250,7 @@ def _rank_batches(
 
 
 def _state_arrays(state: WaveSpecState) -> dict[str, np.ndarray]:
+    state.flush()
     arrays = {
         "codes": state.cohorts.codes.astype(np.uint64),
         "counts": state.cohorts.counts.astype(np.int64),
@@ -333,11 +335,28 @@ def gather_states(
 
 
 def _peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM).
+
+    ``getrusage`` is not used: after an exec its peak can be the parent's.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
+def run_export(
+    job: ExportJob, comm: Comm, return_spec: bool = True
+) -> dict[str, Any] | None:
     """Run the export on every rank; rank 0 returns the WaveSpec.
+
+    With ``return_spec=False`` nothing is returned and the extents are
+    never built as Python objects (the job's path: they go straight from
+    the page runs into the file).
 
     Raises:
         JobError: on every rank, with the first failing rank's message,
@@ -419,6 +438,7 @@ def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
                     ],
                     "world_size": comm.size,
                 },
+                with_extents=False,
             )
         except InputError as error:
             problem = str(error)
@@ -426,6 +446,8 @@ def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
     if failure is not None:
         raise JobError(failure[1], failure[0])
 
+    if comm.rank == 0:
+        write_json_atomic(job.out, dumps_wave_spec(spec, merged.pages))
     elapsed = time.perf_counter() - started
     own = {
         "rank": comm.rank,
@@ -440,7 +462,6 @@ def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
     per_rank = comm.gather(own)
 
     if comm.rank == 0:
-        write_json_atomic(job.out, dumps_wave_spec(spec))
         if job.metrics_out is not None:
             metrics = runtime_metrics(per_rank, comm.size, elapsed)
             write_json_atomic(
@@ -450,9 +471,12 @@ def run_export(job: ExportJob, comm: Comm) -> dict[str, Any] | None:
         log.info(
             "wrote %s: %d accesses, %d cohorts, %d extents in %.2f s",
             job.out, spec["meta"]["row_count"], len(spec["cohorts"]),
-            len(spec["extents"]), elapsed,
+            spec["meta"]["extent_count"], elapsed,
         )
-    return spec
+        if return_spec:
+            spec["extents"] = extents_of(merged.pages)
+            return spec
+    return None
 
 
 def runtime_metrics(

@@ -13,12 +13,14 @@ from pandas.util import hash_pandas_object
 
 from datajax.io.exporter import (
     CohortTable,
+    DenseCohorts,
     PageRuns,
     ValueCounts,
     build_prefix_cohorts,
     coalesce_kv_extents,
     dumps_wave_spec,
     export_wave_spec,
+    extents_of,
     prefix_codes,
     summarize,
     to_dlpack_columns,
@@ -290,3 +292,32 @@ def test_to_dlpack_columns_round_trip():
         to_dlpack_columns(pd.DataFrame({"x": [1.0, None]}))
     with pytest.raises(TypeError, match="dtype"):
         to_dlpack_columns(pd.DataFrame({"s": ["a"]}))
+
+
+@pytest.mark.parametrize("largest", [2**20, 2**60, 2**64 - 1])
+def test_dense_cohorts_equal_the_sorting_table(largest):
+    rng = np.random.default_rng(largest % 1000)
+    codes = rng.integers(0, 16**3, 5000).astype(np.uint64)
+    sizes = rng.integers(0, largest, 5000, dtype=np.uint64)
+    dense = DenseCohorts(3, with_sizes=True)
+    table = CohortTable()
+    for chunk in np.array_split(np.arange(codes.size), 3):
+        dense.add(codes[chunk], sizes[chunk])
+        table.add(codes[chunk], sizes[chunk])
+
+    sparse = dense.table()
+
+    assert sparse.codes.tolist() == table.codes.tolist()
+    assert sparse.counts.tolist() == table.counts.tolist()
+    assert [int(v) for v in sparse.sums] == [int(v) for v in table.sums]
+
+
+@pytest.mark.parametrize("pages", [[], [3], [0, 1, 2, 9, 2**64 - 1]])
+def test_fast_extents_text_equals_json_dumps(pages):
+    runs = PageRuns()
+    runs.add_pages(np.array(pages, dtype=np.uint64))
+    spec = {"cohorts": [], "extents": extents_of(runs), "meta": {"a": 1}}
+
+    fast = dumps_wave_spec({**spec, "extents": None}, runs)
+
+    assert fast == json.dumps(spec, indent=2) + "\n"
