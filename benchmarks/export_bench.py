@@ -29,8 +29,8 @@ Two times are kept per run:
 * ``compute``: measured inside the process, from before the file is
   opened to a finished result in memory.  For the job it is the
   ``elapsed_seconds`` of its runtime-metrics JSON (set-up, reading,
-  hashing, the gather on rank 0 and assembling the WaveSpec; not the
-  interpreter start, the imports, MPI start-up or writing the JSON file).
+  hashing, the gather on rank 0, assembling and writing the WaveSpec;
+  not the interpreter start, the imports or MPI start-up).
 * ``wall``: the whole command as a user runs it, start-up included.
 
 Rows per second and the ratio to pandas use the median compute time.
