@@ -166,7 +166,7 @@ def _cohort_rows(
     return [
         {"prefix": _prefix_text(code), "count": int(count),
          "bytes": int(total)}
-        for code, count, total in zip(codes, counts, sums)
+        for code, count, total in zip(codes, counts, sums, strict=True)
     ]
 
 
@@ -264,7 +264,7 @@ def query_duckdb(path: str, threads: int) -> QueryResult:
     ).fetchone()
     con.close()
     return QueryResult(
-        _cohort_rows(*zip(*cohorts)) if cohorts else [],
+        _cohort_rows(*zip(*cohorts, strict=True)) if cohorts else [],
         np.asarray(extents["start"], dtype=np.uint64),
         np.asarray(extents["npages"], dtype=np.int64),
         int(row_count),
@@ -579,7 +579,7 @@ def summarize(
             run.cpu_seconds / run.wall_seconds for run in timed
         )
         peaks = [max(values) for values in zip(
-            *(run.peak_rss_bytes for run in timed)
+            *(run.peak_rss_bytes for run in timed), strict=False
         )]
         summary.append({
             "config": config.name,
@@ -648,8 +648,8 @@ def plot(summary: Sequence[dict[str, Any]], rows: int, path: str) -> bool:
     fastest = [rows / row["compute_seconds"]["min"] / 1e6 for row in summary]
     slowest = [rows / row["compute_seconds"]["max"] / 1e6 for row in summary]
     errors = [
-        [m - s for m, s in zip(medians, slowest)],
-        [f - m for m, f in zip(medians, fastest)],
+        [m - s for m, s in zip(medians, slowest, strict=True)],
+        [f - m for m, f in zip(medians, fastest, strict=True)],
     ]
     figure, axes = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
     axes.barh(names, medians, xerr=errors, capsize=3, color="tab:blue")

@@ -186,7 +186,7 @@ class Comm:
         self.counter.add("Gatherv", 0, received)
         return [
             recv[start : start + count]
-            for start, count in zip(displacements, counts)
+            for start, count in zip(displacements, counts, strict=True)
         ]
 
     def barrier(self) -> None:

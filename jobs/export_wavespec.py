@@ -174,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_export(job, comm, return_spec=False)
     except JobError as error:
         if comm.rank == 0:
-            where = f" (reported by rank {error.rank})" if comm.size > 1 else ""
+            where = (
+                f" (reported by rank {error.rank})" if comm.size > 1 else ""
+            )
             log.error("%s%s", error, where)
         return EXIT_BAD_INPUT
     return 0

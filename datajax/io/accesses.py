@@ -464,7 +464,8 @@ def prepare_accesses(
             faults.reason[bad_rows].astype(str), return_counts=True
         )
         rejected = {
-            str(reason): int(count) for reason, count in zip(reasons, counts)
+            str(reason): int(count)
+            for reason, count in zip(reasons, counts, strict=True)
         }
         keep_elements = ~bad_rows[parents]
         parents = parents[keep_elements]

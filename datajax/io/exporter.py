@@ -34,8 +34,8 @@ import pandas as pd
 import pyarrow as pa
 
 from datajax.io.accesses import (
-    AccessOptions,
     Accesses,
+    AccessOptions,
     hash_key_array,
     prepare_accesses,
 )
@@ -341,7 +341,7 @@ def extents_of(runs: PageRuns) -> list[dict[str, int]]:
     """The runs as ``[{"start_page", "npages"}]``."""
     return [
         {"start_page": int(first), "npages": int(last) - int(first) + 1}
-        for first, last in zip(runs.first, runs.last)
+        for first, last in zip(runs.first, runs.last, strict=True)
     ]
 
 
@@ -420,12 +420,13 @@ def summarize(counts: ValueCounts) -> dict[str, Any]:
 
     values = counts.values
     weights = counts.counts
-    mean = math.fsum(v * w for v, w in zip(values.tolist(), weights.tolist()))
+    pairs = list(zip(values.tolist(), weights.tolist(), strict=True))
+    mean = math.fsum(v * w for v, w in pairs)
     mean /= total
     if total > 1:
         squares = math.fsum(
             w * (v - mean) ** 2
-            for v, w in zip(values.tolist(), weights.tolist())
+            for v, w in zip(values.tolist(), weights.tolist(), strict=True)
         )
         std = math.sqrt(squares / (total - 1))
     else:
@@ -690,7 +691,8 @@ def _extents_text(runs: PageRuns) -> str:
         return "[]"
     lengths = (runs.last - runs.first).astype(object) + 1
     items = ",\n".join(
-        _EXTENT_ITEM % pair for pair in zip(runs.first.tolist(), lengths)
+        _EXTENT_ITEM % pair
+        for pair in zip(runs.first.tolist(), lengths, strict=True)
     )
     return "[\n" + items + "\n  ]"
 

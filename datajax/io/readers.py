@@ -210,7 +210,7 @@ def _record_starts(
     starts = [0, *[end + 1 for end in ends]]
     bounds = [*[end + 1 for end in ends], len(chunk)]
     kept = []
-    for start, end in zip(starts, bounds):
+    for start, end in zip(starts, bounds, strict=True):
         if chunk[start:end].strip(b"\r\n" if csv else b" \t\r\n"):
             kept.append(start)
     return kept
@@ -371,7 +371,9 @@ def iter_csv_batches(
                     f"{reason}. Fix the record or pass --on-bad-row skip."
                 ) from error
 
-            rejected = {"malformed_csv": invalid.count} if invalid.count else {}
+            rejected = (
+                {"malformed_csv": invalid.count} if invalid.count else {}
+            )
             if invalid.count:
                 # skipped rows shift the row-to-line map; name lines near
                 locate = _coarse_locator(file.path, offset)
@@ -393,7 +395,7 @@ def _csv_invalid_line(path: str, offset: int, chunk: bytes) -> str:
     expected = len(_csv_header_names(path, header))
     starts = _record_starts(chunk, 0, True)
     bounds = [*starts[1:], len(chunk)]
-    for start, end in zip(starts, bounds):
+    for start, end in zip(starts, bounds, strict=True):
         try:
             table = pa_csv.read_csv(
                 io.BytesIO(header + chunk[start:end]),
@@ -443,7 +445,7 @@ def _integer_type(numbers: list) -> pa.DataType | None:
 def _exact_array(values: list, path: str, column: str, lines: list[int]):
     """Build a pyarrow array from parsed JSON values, integers kept exact."""
     kinds: dict[str, int] = {}
-    for value, line in zip(values, lines):
+    for value, line in zip(values, lines, strict=True):
         kinds.setdefault(_json_kind(value), line)
     kinds.pop("null", None)
     kinds.pop("list", None)
@@ -659,7 +661,10 @@ def parquet_row_groups(path: str) -> tuple[list[int], list[str]]:
         raise InputError(
             f"{path}: not a readable Parquet file ({error})"
         ) from error
-    rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    rows = [
+        metadata.row_group(i).num_rows
+        for i in range(metadata.num_row_groups)
+    ]
     return rows, names
 
 
@@ -691,7 +696,8 @@ def iter_parquet_batches(
     stats["input_bytes"] += metadata.serialized_size + 8
     rows_before = [0]
     for index in range(metadata.num_row_groups):
-        rows_before.append(rows_before[-1] + metadata.row_group(index).num_rows)
+        rows = metadata.row_group(index).num_rows
+        rows_before.append(rows_before[-1] + rows)
 
     wanted = set(columns.names)
     for group in row_groups:

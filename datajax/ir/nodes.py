@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+
 import numpy as np
 
 # ---------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def test_page_runs_merge_touching_and_overlapping_runs():
         runs.add_pages(np.array(chunk, dtype=np.uint64))
 
     extents = [
-        (int(a), int(b) - int(a) + 1) for a, b in zip(runs.first, runs.last)
+        (int(a), int(b) - int(a) + 1)
+        for a, b in zip(runs.first, runs.last, strict=True)
     ]
     assert extents == [(1, 3), (5, 4), (20, 1), (2**64 - 1, 1)]
 

@@ -33,7 +33,7 @@ def test_rank_byte_ranges_tile_the_total(total, size):
     ranges = [rank_byte_range(total, rank, size) for rank in range(size)]
 
     assert ranges[0][0] == 0 and ranges[-1][1] == total
-    for (_, stop), (start, _) in zip(ranges, ranges[1:]):
+    for (_, stop), (start, _) in zip(ranges[:-1], ranges[1:], strict=True):
         assert stop == start
 
 
@@ -79,7 +79,8 @@ def test_discover_expands_directories_and_globs_in_order(tmp_path):
         (tmp_path / name).write_text("k\n1\n")
 
     files = discover_inputs(
-        [str(tmp_path / "d"), str(tmp_path / "*.csv"), str(tmp_path / "c.csv")],
+        [str(tmp_path / "d"), str(tmp_path / "*.csv"),
+         str(tmp_path / "c.csv")],
         None,
     )
 
