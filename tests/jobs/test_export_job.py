@@ -246,3 +246,39 @@ def test_python_dash_m_and_console_script_agree(tmp_path, access_log):
 
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["meta"]["row_count"] == 100
+
+
+def test_job_metrics_merge_into_every_plan(tmp_path, access_log, export_job,
+                                           monkeypatch):
+    from datajax import djit
+    from datajax.planner.metrics import metrics_to_dict
+
+    logs = write_inputs(access_log, tmp_path / "logs", "parquet")
+    metrics_path = tmp_path / "metrics.json"
+    run = export_job(
+        [*logs, "--key", "key", "--size", "bytes", "--out",
+         tmp_path / "spec.json", "--metrics-out", metrics_path],
+        2,
+    )
+    check_ok(run)
+    counters = json.loads(metrics_path.read_text())
+    monkeypatch.setenv("DATAJAX_RUNTIME_METRICS", str(metrics_path))
+
+    @djit
+    def heavy_keys(log):
+        big = log[log["bytes"] > 1 << 39]
+        return big.groupby("key").agg(total=("bytes", "sum"))
+
+    result = heavy_keys(access_log)
+
+    merged = metrics_to_dict(heavy_keys.last_plan.metrics)
+    assert merged["runtime_bytes_moved"] == counters["bytes_moved"]
+    assert merged["runtime_shuffle_bytes"] == counters["shuffle_bytes"]
+    assert counters["shuffle_bytes"] > 0
+    expected = (
+        access_log[access_log["bytes"] > 1 << 39]
+        .groupby("key")["bytes"].sum()
+    )
+    assert result.set_index("key")["total"].sort_index().tolist() == (
+        expected.sort_index().tolist()
+    )
