@@ -98,16 +98,21 @@ class Slurm:
         self.submitted: list[str] = []
 
     def run(
-        self, args: list[str], timeout: float = 60.0
+        self,
+        args: list[str],
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the cluster's environment; raise on failure.
+
+        ``env`` adds to (or overrides) the cluster's environment.
 
         Raises:
             AssertionError: the command fails; its stderr is shown.
         """
         proc = subprocess.run(
             args,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.workdir,
             capture_output=True,
             text=True,
@@ -120,21 +125,33 @@ class Slurm:
         )
         return proc
 
-    def submit(self, script: str, *options: str) -> str:
+    def submit(
+        self,
+        script: str,
+        *options: str,
+        args: tuple[str, ...] | list[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Submit a batch script with ``sbatch --parsable``; return its id.
 
-        Output goes to ``<workdir>/<job name>-<job id>.out``.
+        ``options`` go to sbatch, ``args`` to the script; ``env`` adds to
+        the environment sbatch passes on to the job. Output goes to
+        ``<workdir>/<job name>-<job id>.out``.
         """
         path = self.workdir / f"job{len(self.submitted)}.sbatch"
         path.write_text(script)
-        proc = self.run([
-            "sbatch",
-            "--parsable",
-            f"--chdir={self.workdir}",
-            f"--output={self.workdir}/%x-%j.out",
-            *options,
-            str(path),
-        ])
+        proc = self.run(
+            [
+                "sbatch",
+                "--parsable",
+                f"--chdir={self.workdir}",
+                f"--output={self.workdir}/%x-%j.out",
+                *options,
+                str(path),
+                *args,
+            ],
+            env=env,
+        )
         job_id = proc.stdout.strip().split(";")[0]
         assert job_id.isdigit(), f"sbatch printed {proc.stdout!r}"
         self.submitted.append(job_id)
