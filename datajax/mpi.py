@@ -13,7 +13,9 @@ The counts are *logical* bytes: what this rank's data contributes to other
 ranks and what it receives from them, as if every collective were written
 with point-to-point messages.  MPICH may route a collective through a tree
 or a ring and put more bytes on the wire; those wire bytes, and the bytes
-Bodo's own shuffles move, are not seen here.
+Bodo's own shuffles move, are not seen here.  The PMPI interposer of
+:mod:`datajax.native.pmpi` counts the latter by the same rule, for every
+MPI call of the process, when the job is started with ``datajax-launch``.
 
 Launcher detection (mpiexec, srun, none) also lives here.
 """

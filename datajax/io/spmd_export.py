@@ -52,6 +52,7 @@ from datajax.io.sources import (
     text_shares,
 )
 from datajax.mpi import Comm, first_error
+from datajax.native.pmpi import read_counters, summarize_ranks
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +459,7 @@ def run_export(
         "elapsed_seconds": round(elapsed, 6),
         "peak_rss_bytes": _peak_rss_bytes(),
         **comm.counter.snapshot(),
+        **read_counters().snapshot(),
     }
     per_rank = comm.gather(own)
 
@@ -487,10 +489,24 @@ def runtime_metrics(
     ``bytes_moved`` is the input bytes read by all ranks; ``shuffle_bytes``
     the bytes all ranks sent to other ranks through the job's own MPI
     calls (counted at the call site, before this gather of the counters).
+    ``pmpi_bytes_sent`` and ``pmpi_bytes_received`` are what the PMPI
+    interposer saw every process hand to MPI (mpi4py's and Bodo's calls
+    included), or None with ``pmpi_status`` saying why.
     """
     input_bytes = sum(entry["input_bytes"] for entry in per_rank)
     sent = sum(entry["mpi_bytes_sent"] for entry in per_rank)
     received = sum(entry["mpi_bytes_received"] for entry in per_rank)
+    pmpi = summarize_ranks(per_rank)
+    if pmpi["pmpi_status"] == "ok":
+        pmpi_notes = [
+            f"pmpi_bytes={pmpi['pmpi_bytes_sent']}",
+            "pmpi bytes are counted by the PMPI interposer: every MPI "
+            "call of each rank (the job's, mpi4py's, Bodo's shuffles) up "
+            "to that rank's snapshot, as logical bytes to and from other "
+            "ranks",
+        ]
+    else:
+        pmpi_notes = [f"pmpi bytes {pmpi['pmpi_status']}"]
     return {
         "job": "datajax-export-wavespec",
         "bytes_moved": input_bytes,
@@ -498,6 +514,7 @@ def runtime_metrics(
         "input_bytes": input_bytes,
         "mpi_bytes_sent": sent,
         "mpi_bytes_received": received,
+        **pmpi,
         "world_size": world_size,
         "elapsed_seconds": round(elapsed, 6),
         "per_rank": list(per_rank),
@@ -508,5 +525,6 @@ def runtime_metrics(
             "mpi bytes are counted at the job's own call sites (logical "
             "bytes to and from other ranks); bytes inside MPICH "
             "algorithms or Bodo shuffles are not included",
+            *pmpi_notes,
         ],
     }
