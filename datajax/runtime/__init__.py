@@ -115,5 +115,20 @@ def get_executor(
         return _instances[name]
 
 
+def _bodo_executor() -> Executor:
+    # imported on first use; Bodo itself only when a plan runs
+    from datajax.runtime.bodo_backend import BodoExecutor
+
+    return BodoExecutor()
+
+
+def _bodo_native_executor() -> Executor:
+    from datajax.runtime.bodo_native import BodoNativeExecutor
+
+    return BodoNativeExecutor()
+
+
 register_executor("pandas", PandasExecutor)
 register_executor("pandas-codegen", PandasSourceExecutor)
+register_executor("bodo", _bodo_executor)
+register_executor("bodo-native", _bodo_native_executor)

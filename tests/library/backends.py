@@ -3,4 +3,4 @@
 A new backend joins the suite by adding its registered name here.
 """
 
-PARITY_BACKENDS = ["pandas", "pandas-codegen"]
+PARITY_BACKENDS = ["pandas", "pandas-codegen", "bodo", "bodo-native"]
