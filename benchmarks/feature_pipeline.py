@@ -36,6 +36,7 @@ metrics and the recommended policy.  ``DATAJAX_RUNTIME_METRICS`` is
 merged into the metrics as it is by the tuner.  ``--dump-trace DIR``
 writes the trace, the generated logs as the sample and the user table,
 ready for ``datajax-replay-tuner`` (see ``dump.json`` there).
+``--out-dir DIR`` keeps the timings as JSON and a bar plot.
 
 Usage::
 
@@ -64,6 +65,7 @@ import pandas as pd
 BACKENDS = ("pandas", "bodo", "bodo-native")
 GROUP_KEYS = ["country", "tier"]
 RESULT_NAME = "feature_pipeline.json"
+PLOT_NAME = "feature_pipeline.png"
 
 
 # ---------------------------------------------------------------------------
@@ -402,6 +404,31 @@ def print_policies(reports) -> None:
             print(f"  - {note}")
 
 
+def plot(summaries, path: str, title: str) -> str:
+    """A bar per backend: median seconds, min-max as error bars."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install .[bench])"
+    names = list(summaries)
+    medians = [summaries[n]["seconds_median"] for n in names]
+    low = [m - summaries[n]["seconds_min"] for n, m in zip(
+        names, medians, strict=True)]
+    high = [summaries[n]["seconds_max"] - m for n, m in zip(
+        names, medians, strict=True)]
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.bar(names, medians, yerr=[low, high], capsize=4, color="#4a7ab5")
+    axes.set_ylabel("seconds per run (median, min-max)")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return f"wrote {path}"
+
+
 # ---------------------------------------------------------------------------
 # main
 
@@ -429,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the trace, sample and user table for "
                         "datajax-replay-tuner here")
     parser.add_argument("--out-dir", metavar="DIR",
-                        help=f"write {RESULT_NAME} (timings) here")
+                        help=f"write {RESULT_NAME} (timings) and "
+                        f"{PLOT_NAME} here")
     return parser
 
 
@@ -519,6 +547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         }, indent=2, allow_nan=False) + "\n")
         print(f"wrote {path}")
+        if summaries:
+            print(plot(
+                summaries, os.path.join(args.out_dir, PLOT_NAME),
+                f"feature_pipeline: {args.rows:,} rows, {comm.size} "
+                "rank(s)",
+            ))
     return 0
 
 

@@ -25,9 +25,10 @@ tile size is a multiple of 16):
     More ranks or fewer rows never raise BM; wider rows never raise it.
 
 ``BN`` (16 to 256)
-    ``columns_read`` = input columns the plan reads at least once
-    (``column_usage`` > 0).  ``BN = clamp(16 * columns_read, 16, 256)``:
-    16 lanes per column read.  64 when the plan reads no column.
+    ``columns_read`` = columns (input or derived) the plan reads at
+    least once (``column_usage`` > 0).  ``BN = clamp(16 * columns_read,
+    16, 256)``: 16 lanes per column read.  64 when the plan reads no
+    column.  Never decreases as the plan reads more columns.
 
 ``BK`` (16 to 128)
     ``occupancy`` = ``runtime_wgmma_occupancy``, else the estimated
