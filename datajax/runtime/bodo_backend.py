@@ -505,6 +505,7 @@ def write_module(source: BodoSource, folder: Path) -> Path:
         prefix=f".{source.module_name}.", suffix=".tmp", dir=folder
     )
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; others may read
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(source.text)
             handle.flush()
@@ -816,6 +817,7 @@ class BodoExecutor(Executor):
         expected = dict(samples[-1].dtypes.items())
 
         source = bodo_source(plan.trace, samples)
+        self._agree(source, plan.trace, inputs)
         func, path = self._function(bodo, source)
         try:
             local = func(*inputs)
@@ -827,6 +829,51 @@ class BodoExecutor(Executor):
             raise
         local = _strip_bodo_meta(local)
         return self._finish(local, expected, source)
+
+    def _agree(
+        self, source: BodoSource, trace: Trace, inputs: Sequence[pd.DataFrame]
+    ) -> None:
+        """Check that every rank runs the same plan on the same dtypes.
+
+        Bodo's collectives assume it: ranks that disagree would wait for
+        each other forever, or exchange data of different layouts. One
+        small allgather lets every rank raise the same error instead.
+
+        Raises:
+            BodoBackendError: on every rank, naming the first difference.
+        """
+        comm = self._world()
+        if comm.size == 1:
+            return
+        names = [s.name for s in trace.steps if isinstance(s, Source)]
+        mine = (
+            source.digest,
+            [
+                [(c, repr(t)) for c, t in df.dtypes.items()]
+                for df in inputs
+            ],
+        )
+        every = comm.allgather(mine)
+        for rank, (_, dtypes) in enumerate(every):
+            for name, ours, theirs in zip(
+                names, every[0][1], dtypes, strict=True
+            ):
+                if ours != theirs:
+                    raise BodoBackendError(
+                        f"the bodo backend needs one dtype per column on "
+                        f"all ranks, but table {name!r} differs between "
+                        f"rank 0 {dict(ours)!r} and rank {rank} "
+                        f"{dict(theirs)!r}; give every rank's share the "
+                        "same dtypes (e.g. astype on the whole table "
+                        "before splitting it)"
+                    )
+        for rank, (digest, _) in enumerate(every):
+            if digest != every[0][0]:
+                raise BodoBackendError(
+                    f"the bodo backend runs one plan on all ranks, but rank "
+                    f"{rank} runs another plan than rank 0; call it with "
+                    "the same plan on every rank"
+                )
 
     def _function(self, bodo: Any, source: BodoSource) -> tuple[Any, Path]:
         """The compiled plan function, from this process or the cache."""

@@ -71,6 +71,29 @@ def users(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+def typed(rows: int, seed: int) -> pd.DataFrame:
+    """Extension dtypes: categorical, nullable int, string, datetime."""
+    rng = np.random.default_rng(seed + 2000)
+    missing = rng.random(rows) < 0.25
+    num = pd.array(rng.integers(0, 9, rows), dtype="Int64")
+    num[missing] = pd.NA
+    txt = pd.array(rng.choice(["x", "y", "z"], rows), dtype="string")
+    txt[rng.random(rows) < 0.25] = pd.NA
+    when = pd.to_datetime("2024-01-01") + pd.to_timedelta(
+        rng.integers(0, 5, rows), unit="D"
+    )
+    return pd.DataFrame(
+        {
+            "key": pd.Categorical(
+                rng.choice(["p", "q", "r"], rows), categories=["r", "q", "p"]
+            ),
+            "num": num,
+            "txt": txt,
+            "when": when,
+        }
+    )
+
+
 # (rows of logs, rows of users, seed): one row and two rows leave ranks
 # without data at 2 and 3 ranks; no rows at all is valid too
 SIZES = [(0, 0, 1), (1, 2, 2), (2, 1, 3), (7, 5, 4), (150, 40, 5)]
@@ -134,6 +157,13 @@ def group_text(t):
     )
 
 
+def typed_groups(t):
+    t = t.assign(twice=t["num"] * 2, late=t["when"] > "2024-01-02")
+    return t.groupby("key").agg(
+        total=("twice", "sum"), last=("when", "max"), n=("txt", "count")
+    )
+
+
 def join(how):
     def fn(lt, rt):
         return lt.merge(rt, on=["k", "g"], how=how, suffixes=("_l", None))
@@ -174,6 +204,11 @@ def test_group_by_text(rows, _, seed):
     check(group_text, [logs(rows, seed)], ordered=True)
 
 
+@pytest.mark.parametrize(("rows", "_", "seed"), SIZES, ids=SIZE_IDS)
+def test_extension_dtypes(rows, _, seed):
+    check(typed_groups, [typed(rows, seed)], ordered=True)
+
+
 @pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
 @pytest.mark.parametrize(("rows", "urows", "seed"), SIZES, ids=SIZE_IDS)
 def test_joins_with_null_keys(how, rows, urows, seed):
@@ -210,3 +245,19 @@ def test_every_rank_gets_the_same_result():
     results = WORLD.allgather(result)
     for other in results:
         pd.testing.assert_frame_equal(other, results[0])
+
+
+def test_shares_of_different_dtypes_fail_on_every_rank():
+    from datajax.runtime.bodo_backend import BodoBackendError
+
+    rank, size = WORLD.Get_rank(), WORLD.Get_size()
+    part = share(logs(7, 4))
+    if rank == size - 1 and size > 1:
+        part = part.astype({"n": "float64"})
+    fn = djit(columns_and_filter, executor="bodo")
+
+    if size == 1:
+        fn(part)
+        return
+    with pytest.raises(BodoBackendError, match=r"table 't' differs"):
+        fn(part)
