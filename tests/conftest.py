@@ -14,7 +14,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MPIEXEC = BIN / "mpiexec"
+# MPICH's single-node launcher: unlike the default Hydra ``mpiexec``, whose
+# control port listens on every address, gforker keeps to loopback.  It
+# honours MPIEXEC_TIMEOUT and passes on the ranks' exit codes.
+MPIEXEC = BIN / "mpiexec.gforker"
 
 # The real inputs live beside the repository (../shared/data) on the
 # developers' machines and in CI; elsewhere the tests that need them skip
