@@ -16,7 +16,11 @@ leaves the result spread over the ranks. ``run`` then gathers it: with
 ``result="all"`` (the registered ``bodo`` backend) every rank returns
 the whole result, with pandas' dtypes; with ``result="local"`` each rank
 returns its own part of it (the parts, concatenated in rank order, are
-the whole result). On one process the share is the whole table.
+the whole result). On one process the share is the whole table. All
+ranks must run the same plan on shares of the same dtypes; one small
+allgather checks it first, so a mismatch is the same error on every
+rank rather than a hang. With ``result="all"`` a plan ending in a
+group-by comes back sorted by its keys, nulls last, as pandas sorts it.
 
 Switches (read at every run):
 
@@ -46,6 +50,10 @@ Known gaps, where Bodo's result would differ from pandas:
   widened as pandas widens it), but a column whose nulls are gone again
   by the end (e.g. reduced by a later group-by) keeps its narrow dtype,
   where pandas would keep the widened one.
+- Bodo's group-by cannot average a boolean column (pandas can); the
+  plan fails with an error naming the step. Its mean of a group with
+  no values is 0.0, so every mean is masked where the group's count
+  of values is zero, which gives pandas' NaN.
 """
 
 from __future__ import annotations
