@@ -223,11 +223,14 @@ class Compiled:
         executor = self._executor()
 
         plan, used = self._lower(args, kwargs, tables)
+        annotate = getattr(executor, "annotate", None)
+        if annotate is not None:
+            plan = annotate(plan)  # the backend's notes, e.g. "NOT Bodo"
         if counters is not None:
             plan = plan.with_metrics(
                 merge_runtime_counters(plan.metrics, counters)
             )
-            self.last_plan = plan
+        self.last_plan = plan
 
         logger.debug("running %s with %s", self.fn.__name__, executor.name)
         return executor.run(plan, used)

@@ -37,6 +37,10 @@ LOOPBACK_ENV = {
 for _name, _value in LOOPBACK_ENV.items():
     os.environ.setdefault(_name, _value)
 
+# The native Bodo path spawns BODO_NUM_WORKERS workers (default: every
+# core); two keep the single-process tests quick on any machine.
+os.environ.setdefault("BODO_NUM_WORKERS", "2")
+
 # Seconds an MPI job may take before mpiexec kills it: far above the normal
 # run time, far below "hangs".
 JOB_TIMEOUT = 120

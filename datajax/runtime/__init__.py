@@ -29,12 +29,14 @@ from datajax.runtime.pandas_backend import PandasExecutor, run_trace
 
 __all__ = [
     "DEFAULT_EXECUTOR",
+    "FALLBACK_EXECUTOR",
     "ENV_VAR",
     "ExecutionError",
     "Executor",
     "PandasExecutor",
     "PandasSourceExecutor",
     "bind_tables",
+    "default_executor_name",
     "executor_names",
     "get_executor",
     "register_executor",
@@ -43,7 +45,11 @@ __all__ = [
 ]
 
 ENV_VAR = "DATAJAX_EXECUTOR"
-DEFAULT_EXECUTOR = "pandas"
+# Without DATAJAX_EXECUTOR the backend is real Bodo wherever Bodo can be
+# imported (installed, allowed by DATAJAX_ALLOW_BODO_IMPORT, and paired
+# with a pandas it works with); pandas elsewhere.
+FALLBACK_EXECUTOR = "pandas"
+DEFAULT_EXECUTOR = "bodo"
 
 _factories: dict[str, Callable[[], Executor]] = {}
 _instances: dict[str, Executor] = {}
@@ -99,7 +105,7 @@ def get_executor(
     """
     if name is None:
         env = os.environ if environ is None else environ
-        name = env.get(ENV_VAR, "").strip() or DEFAULT_EXECUTOR
+        name = env.get(ENV_VAR, "").strip() or default_executor_name(env)
         origin = f"{ENV_VAR}={name!r}"
     else:
         origin = repr(name)
@@ -113,6 +119,27 @@ def get_executor(
         if name not in _instances:
             _instances[name] = _factories[name]()
         return _instances[name]
+
+
+def default_executor_name(environ: Mapping[str, str] | None = None) -> str:
+    """``bodo`` where Bodo is installed and allowed, else ``pandas``.
+
+    Only looks for the package; Bodo itself is imported when a plan first
+    runs, and an installed Bodo/pandas pair known not to work then stops
+    with an error naming both versions rather than falling back quietly.
+    """
+    import importlib.util
+
+    from datajax.runtime.bodo_backend import bodo_import_allowed
+
+    env = os.environ if environ is None else environ
+    if env.get("DATAJAX_USE_BODO_STUB", "").strip() == "1":
+        return DEFAULT_EXECUTOR
+    if not bodo_import_allowed(env):
+        return FALLBACK_EXECUTOR
+    if importlib.util.find_spec("bodo") is None:
+        return FALLBACK_EXECUTOR
+    return DEFAULT_EXECUTOR
 
 
 def _bodo_executor() -> Executor:

@@ -178,3 +178,15 @@ def test_native_switch_sends_the_bodo_executor_to_bodo_pandas(monkeypatch):
     pd.testing.assert_frame_equal(result, expected)
     notes = BodoExecutor().annotate(fn.last_plan).metrics.notes
     assert any(n.startswith("executor=bodo-native") for n in notes)
+
+
+def test_default_backend_is_real_bodo_wherever_it_imports(monkeypatch):
+    from datajax.runtime import default_executor_name
+
+    monkeypatch.delenv("DATAJAX_EXECUTOR", raising=False)
+
+    assert default_executor_name({}) == "bodo"
+    assert get_executor().name == "bodo"
+    assert default_executor_name(
+        {"DATAJAX_ALLOW_BODO_IMPORT": "0"}
+    ) == "pandas"

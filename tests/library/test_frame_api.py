@@ -26,7 +26,7 @@ from datajax.runtime import (
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
     monkeypatch.delenv("DATAJAX_RUNTIME_METRICS", raising=False)
-    monkeypatch.delenv("DATAJAX_EXECUTOR", raising=False)
+    monkeypatch.setenv("DATAJAX_EXECUTOR", "pandas")
 
 
 def _logs() -> pd.DataFrame:

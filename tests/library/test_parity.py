@@ -24,7 +24,7 @@ pytestmark = pytest.mark.parametrize("backend", PARITY_BACKENDS)
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
     monkeypatch.delenv("DATAJAX_RUNTIME_METRICS", raising=False)
-    monkeypatch.delenv("DATAJAX_EXECUTOR", raising=False)
+    monkeypatch.setenv("DATAJAX_EXECUTOR", "pandas")
 
 
 def left() -> pd.DataFrame:

@@ -18,7 +18,7 @@ from datajax.runtime import get_executor
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.delenv("DATAJAX_EXECUTOR", raising=False)
+    monkeypatch.setenv("DATAJAX_EXECUTOR", "pandas")
 
 
 def _requests() -> pd.DataFrame:
