@@ -41,6 +41,7 @@ __all__ = [
     "LaunchError",
     "detect_launcher",
     "install_abort_hook",
+    "launcher_rank",
     "world",
 ]
 
@@ -242,7 +243,11 @@ def detect_launcher(
             and write the same output.
     """
     env = os.environ if environ is None else environ
-    step_tasks = int(env.get("SLURM_STEP_NUM_TASKS", "0") or 0)
+    try:
+        step_tasks = int(env.get("SLURM_STEP_NUM_TASKS", "0") or 0)
+    except ValueError:
+        # not set by Slurm then; nothing to check
+        step_tasks = 0
     if "PMI_RANK" in env or "PMI_SIZE" in env or "HYDRA_CONTROL_FD" in env:
         launcher = "srun" if step_tasks > 1 else "mpiexec"
     elif step_tasks > 0:
@@ -259,6 +264,21 @@ def detect_launcher(
             "allocation."
         )
     return Launch(launcher, world_size, max(step_tasks, world_size))
+
+
+def launcher_rank(environ: os._Environ | dict | None = None) -> int:
+    """This process's rank as the launcher says, before MPI starts.
+
+    For quieting ranks other than 0 while arguments are parsed; 0 when no
+    launcher variable is set.
+    """
+    env = os.environ if environ is None else environ
+    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK",
+                 "SLURM_PROCID"):
+        value = env.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 # ---------------------------------------------------------------------------

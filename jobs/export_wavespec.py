@@ -8,7 +8,9 @@ See ``datajax.io.spmd_export`` for how the work is split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +24,13 @@ from datajax.io.spmd_export import (
     run_export,
 )
 from datajax.log import setup_logging
-from datajax.mpi import LaunchError, detect_launcher, install_abort_hook, world
+from datajax.mpi import (
+    LaunchError,
+    detect_launcher,
+    install_abort_hook,
+    launcher_rank,
+    world,
+)
 
 log = logging.getLogger("jobs.export_wavespec")
 
@@ -131,9 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse the command line; only rank 0 prints usage errors.
+
+    Every rank parses the same arguments and exits with the same code, but
+    N copies of one usage message help nobody.
+    """
+    if launcher_rank() == 0:
+        return parser.parse_args(argv)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+        return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     comm = world()
     setup_logging(comm.rank, comm.size, args.verbose)
     install_abort_hook()

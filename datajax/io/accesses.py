@@ -38,6 +38,8 @@ _REASON_TEXT = {
     "size_overflow": "the size does not fit an unsigned 64-bit integer",
     "size_list_length": "the size list and the key list differ in length",
     "invalid_number": "the value is not a number",
+    "infinite_number": "the value is infinite; summaries need finite "
+    "numbers",
 }
 
 
@@ -234,6 +236,13 @@ def _size_values(
         digits = digits.fill_null(False).to_numpy(zero_copy_only=False)
         for index in np.flatnonzero(~digits & ~nulls):
             value = text[index]
+            whole = _whole_number(value)
+            if whole is not None:
+                # "2.0" or "1e3": a whole number written as a float, as
+                # JSON and Parquet floats are accepted
+                digits[index] = True
+                text[index] = str(whole)
+                continue
             if _looks_negative(value):
                 reason = "negative_size"
             elif _looks_number(value):
@@ -247,18 +256,30 @@ def _size_values(
                 fits[index] = False
                 faults.mark(rows[[index]], "size_overflow", column,
                             [text[index]])
+        cleaned = pa.array(text, pa.string())
         if fits.all():
-            return pc.cast(stripped, pa.uint64()).to_numpy(
+            return pc.cast(cleaned, pa.uint64()).to_numpy(
                 zero_copy_only=False
             )
         sizes[fits] = pc.cast(
-            stripped.filter(pa.array(fits)), pa.uint64()
+            cleaned.filter(pa.array(fits)), pa.uint64()
         ).to_numpy(zero_copy_only=False)
         return sizes
 
     raise InputError(
         f"column {column!r} holds {kind}; sizes must be integers"
     )
+
+
+def _whole_number(text: str) -> int | None:
+    """The value of a float literal that is a whole number, exactly."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value < 0 or not value.is_integer() or value > FLOAT_EXACT_MAX:
+        return None
+    return int(value)
 
 
 def _looks_negative(text: str) -> bool:
@@ -284,8 +305,8 @@ def _number_values(
     if pa.types.is_null(kind):
         return np.full(len(values), np.nan)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    if _is_text(kind):
+        result = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    elif _is_text(kind):
         text = values.to_numpy(zero_copy_only=False)
         result = np.full(len(values), np.nan)
         for index, value in enumerate(text):
@@ -295,8 +316,13 @@ def _number_values(
                 result[index] = float(value)
             except ValueError:
                 faults.mark(rows[[index]], "invalid_number", column, [value])
-        return result
-    raise InputError(f"column {column!r} holds {kind}, not numbers")
+    else:
+        raise InputError(f"column {column!r} holds {kind}, not numbers")
+
+    # NaN counts as null (pandas skips it); an infinity has no summary
+    infinite = np.isinf(result)
+    faults.mark(rows[infinite], "infinite_number", column, result[infinite])
+    return result
 
 
 def prepare_accesses(

@@ -193,7 +193,11 @@ def read_csv_header(path: str) -> tuple[bytes, int]:
         scanner.skip_to_record_start(0)
         header_end = scanner.offset
         handle.seek(0)
-        return handle.read(header_end), header_end
+        header = handle.read(header_end)
+    if header.strip(BOM + b"\r\n") and not header.endswith(b"\n"):
+        # a header-only file without a final newline
+        header += b"\n"
+    return header, header_end
 
 
 def _newlines_before(path: str, offset: int) -> int:
@@ -364,12 +368,35 @@ def iter_csv_batches(
                     convert_options=convert,
                 )
             except pa.ArrowInvalid as error:
-                where = _csv_invalid_line(file.path, offset, chunk)
-                reason = invalid.first or str(error)
-                raise InputError(
-                    f"{file.path}: {where}: malformed CSV record: "
-                    f"{reason}. Fix the record or pass --on-bad-row skip."
-                ) from error
+                # find the culprits record by record (the error path only)
+                bad = _bad_csv_records(header, chunk, convert, names)
+                if not bad:
+                    raise InputError(
+                        f"{file.path}: near line "
+                        f"{_newlines_before(file.path, offset) + 1}: "
+                        f"malformed CSV ({error})"
+                    ) from error
+                if not skip_bad_rows:
+                    start, _, reason = bad[0]
+                    line = _newlines_before(file.path, offset + start) + 1
+                    raise InputError(
+                        f"{file.path}: line {line}: malformed CSV record: "
+                        f"{reason}. Fix the record or pass --on-bad-row "
+                        "skip."
+                    ) from error
+                kept = bytearray()
+                previous = 0
+                for start, end, _ in bad:
+                    kept += chunk[previous:start]
+                    previous = end
+                kept += chunk[previous:]
+                table = pa_csv.read_csv(
+                    io.BytesIO(header + bytes(kept)),
+                    read_options=read,
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+                invalid.count += len(bad)
 
             rejected = (
                 {"malformed_csv": invalid.count} if invalid.count else {}
@@ -389,26 +416,29 @@ def _coarse_locator(path: str, offset: int) -> Callable[[int], str]:
     return locate
 
 
-def _csv_invalid_line(path: str, offset: int, chunk: bytes) -> str:
-    """Find the first record of a chunk with a different field count."""
-    header, _ = read_csv_header(path)
-    expected = len(_csv_header_names(path, header))
+def _bad_csv_records(
+    header: bytes,
+    chunk: bytes,
+    convert: pa_csv.ConvertOptions,
+    names: Sequence[str],
+) -> list[tuple[int, int, str]]:
+    """``(start, end, reason)`` of each record pyarrow cannot read alone."""
     starts = _record_starts(chunk, 0, True)
     bounds = [*starts[1:], len(chunk)]
+    bad = []
     for start, end in zip(starts, bounds, strict=True):
         try:
-            table = pa_csv.read_csv(
+            pa_csv.read_csv(
                 io.BytesIO(header + chunk[start:end]),
                 parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={}, strings_can_be_null=True
-                ),
+                convert_options=convert,
             )
-            if table.num_columns != expected:
-                raise pa.ArrowInvalid("field count")
-        except pa.ArrowInvalid:
-            return f"line {_newlines_before(path, offset + start) + 1}"
-    return f"near line {_newlines_before(path, offset) + 1}"
+        except pa.ArrowInvalid as error:
+            reason = str(error).splitlines()[0]
+            for index, name in enumerate(names):
+                reason = reason.replace(f"column #{index}", repr(name))
+            bad.append((start, end, reason))
+    return bad
 
 
 # ---------------------------------------------------------------------------
@@ -442,8 +472,43 @@ def _integer_type(numbers: list) -> pa.DataType | None:
     return None
 
 
-def _exact_array(values: list, path: str, column: str, lines: list[int]):
-    """Build a pyarrow array from parsed JSON values, integers kept exact."""
+def _as_text(values: list) -> pa.Array | None:
+    """Scalars as their JSON text, for row-by-row checks; None for lists."""
+    if any(isinstance(value, list | dict) for value in values):
+        return None
+    return pa.array(
+        [
+            value if value is None or isinstance(value, str)
+            else json.dumps(value)
+            for value in values
+        ],
+        pa.string(),
+    )
+
+
+def _exact_array(
+    values: list,
+    path: str,
+    column: str,
+    lines: list[int],
+    lenient: bool = False,
+):
+    """Build a pyarrow array from parsed JSON values, integers kept exact.
+
+    With ``lenient`` (sizes and summary columns) a column whose values do
+    not share one type comes back as text, so the row checks can name and
+    count each bad row instead of failing the whole batch.
+    """
+    try:
+        return _strict_array(values, path, column, lines)
+    except InputError:
+        text = _as_text(values) if lenient else None
+        if text is None:
+            raise
+        return text
+
+
+def _strict_array(values: list, path: str, column: str, lines: list[int]):
     kinds: dict[str, int] = {}
     for value, line in zip(values, lines, strict=True):
         kinds.setdefault(_json_kind(value), line)
@@ -460,6 +525,20 @@ def _exact_array(values: list, path: str, column: str, lines: list[int]):
         ]
         kind = _integer_type(numbers)
         if kind is None:
+            outside = [
+                (line, number)
+                for line, value in zip(lines, values, strict=True)
+                if value is not None
+                for number in (value if nested else [value])
+                if number is not None
+                and not -(2**63) <= number <= 2**64 - 1
+            ]
+            if outside:
+                line, number = outside[0]
+                raise InputError(
+                    f"{path}: line {line}: column {column!r}: {number} does "
+                    "not fit a 64-bit integer"
+                )
             raise InputError(
                 f"{path}: column {column!r} holds negative integers beside "
                 f"integers above {2**63 - 1} (near line {lines[0]}); they "
@@ -542,6 +621,16 @@ def parse_json_lines_exact(
                 raise ValueError(
                     f"expected a JSON object, got {_json_kind(record)}"
                 )
+        except RecursionError as error:
+            if skip_bad_rows:
+                rejected["malformed_json"] = (
+                    rejected.get("malformed_json", 0) + 1
+                )
+                continue
+            raise InputError(
+                f"{path}: line {number}: JSON nested too deeply to read. "
+                "Fix the line or pass --on-bad-row skip."
+            ) from error
         except ValueError as error:
             if skip_bad_rows:
                 rejected["malformed_json"] = (
@@ -557,10 +646,100 @@ def parse_json_lines_exact(
         lines.append(number)
 
     arrays = {
-        name: _exact_array(column, path, name, lines)
+        name: _exact_array(
+            column, path, name, lines, lenient=name != columns.key
+        )
         for name, column in values.items()
     }
     return pa.table(arrays), lines, rejected
+
+
+JSON_SAMPLE_LINES = 1000
+
+# the sample met a line Python's json cannot read: pyarrow must not see it
+# either (a field nested 100,000 deep crashes its type inference), so the
+# chunk goes to the exact parser, which names the line
+EXACT_PARSE = pa.schema([])
+
+
+def _value_type(values: list) -> pa.DataType | None:
+    """The Arrow type of sampled JSON values, or None if unsure."""
+    kinds = {type(value) for value in values if value is not None}
+    if not kinds:
+        return None
+    if kinds == {int}:
+        high = max(values, key=lambda v: -1 if v is None else v)
+        return pa.uint64() if high > 2**63 - 1 else pa.int64()
+    if kinds <= {int, float}:
+        return pa.float64()
+    if kinds == {str}:
+        return pa.string()
+    if kinds == {list}:
+        items = [item for value in values if value for item in value]
+        inner = _value_type(items)
+        return None if inner is None else pa.list_(inner)
+    return None
+
+
+def sample_json_schema(
+    chunk: bytes, columns: Columns
+) -> pa.Schema | None:
+    """Arrow types of the wanted columns, from the first records of a chunk.
+
+    With this schema pyarrow reads only the wanted columns and skips the
+    rest unparsed; without it pyarrow infers a type for every field, and
+    a pathological unused field (say, nested 100,000 deep) can crash it.
+    None when the sample cannot tell (then pyarrow infers, and anything
+    odd goes to the exact parser).
+    """
+    samples: dict[str, list] = {name: [] for name in columns.names}
+    for raw in chunk.split(b"\n", JSON_SAMPLE_LINES)[:JSON_SAMPLE_LINES]:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            return EXACT_PARSE
+        if not isinstance(record, dict):
+            return EXACT_PARSE
+        for name in columns.names:
+            samples[name].append(record.get(name))
+    fields = []
+    for name in columns.names:
+        kind = _value_type(samples[name])
+        if kind is None:
+            return None
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+def _fast_json(chunk: bytes, schema: pa.Schema | None) -> pa.Table | None:
+    """pyarrow's parse of a chunk, or None to take the exact path."""
+    if schema is EXACT_PARSE:
+        return None
+    parse = (
+        pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"
+        )
+        if schema is not None
+        else pa_json.ParseOptions()
+    )
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(chunk),
+            read_options=pa_json.ReadOptions(
+                use_threads=False, block_size=len(chunk) + 1
+            ),
+            parse_options=parse,
+        )
+        # pyarrow does not check UTF-8 while parsing; bad bytes must go to
+        # the exact parser, which names their line
+        for column in table.columns:
+            if pa.types.is_string(column.type):
+                column.validate(full=True)
+    except pa.ArrowException:
+        return None
+    return table
 
 
 def iter_json_batches(
@@ -580,17 +759,11 @@ def iter_json_batches(
             scanner.skip_to_record_start(share.start)
 
         checked_columns = share.start != 0
+        schema: pa.Schema | None = None
         for offset, chunk in scanner.chunks(share.stop):
-            table = None
-            try:
-                table = pa_json.read_json(
-                    io.BytesIO(chunk),
-                    read_options=pa_json.ReadOptions(
-                        use_threads=False, block_size=len(chunk) + 1
-                    ),
-                )
-            except pa.ArrowInvalid:
-                table = None
+            if schema is None or schema is EXACT_PARSE:
+                schema = sample_json_schema(chunk, columns)
+            table = _fast_json(chunk, schema)
             if table is not None and table.num_rows == 0:
                 continue
             if table is not None and _json_needs_exact_parse(table, columns):
@@ -608,6 +781,10 @@ def iter_json_batches(
                 locate = _text_locator(file.path, offset, chunk, 0, False)
                 present = table.column_names
 
+            if table.num_rows == 0:
+                # every line was rejected: nothing to check or count yet
+                yield Batch(table, file, locate, rejected)
+                continue
             if not checked_columns:
                 error = _missing_columns_error(
                     file.path, columns.names, present
@@ -634,7 +811,7 @@ def _json_present(chunk: bytes, columns: Columns) -> list[str]:
             continue
         try:
             record = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
             present.update(name for name in columns.names if name in record)

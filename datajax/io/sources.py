@@ -23,7 +23,6 @@ FORMATS = ("csv", "json", "parquet")
 
 _SUFFIX_FORMATS = {
     ".csv": "csv",
-    ".tsv": "csv",
     ".json": "json",
     ".jsonl": "json",
     ".ndjson": "json",
@@ -84,12 +83,18 @@ def format_of(path: str, explicit: str | None) -> str:
 
 def _expand_one(spec: str) -> list[str]:
     if os.path.isdir(spec):
-        names = sorted(
-            os.path.join(dirpath, name)
-            for dirpath, _, filenames in os.walk(spec)
-            for name in filenames
-            if not name.startswith((".", "_"))
-        )
+        names = []
+        for dirpath, dirnames, filenames in os.walk(spec):
+            # hidden and underscore folders (.git, _temporary) are skipped
+            dirnames[:] = [
+                name for name in dirnames if not name.startswith((".", "_"))
+            ]
+            names.extend(
+                os.path.join(dirpath, name)
+                for name in filenames
+                if not name.startswith((".", "_"))
+            )
+        names.sort()
         if not names:
             raise InputError(f"{spec}: the directory holds no input files")
         return names
@@ -115,8 +120,9 @@ def discover_inputs(
 ) -> list[InputFile]:
     """Expand files, directories and globs into the ordered input list.
 
-    Directories are walked recursively in sorted order; files whose names
-    start with ``.`` or ``_`` (``_SUCCESS``, ``.crc``) are skipped there.  A
+    Directories are walked recursively in sorted order; files and folders
+    whose names start with ``.`` or ``_`` (``_SUCCESS``, ``.git``) are
+    skipped there.  A
     file named twice is read once.  Raises InputError for anything that
     does not exist or cannot be typed.
     """

@@ -121,6 +121,8 @@ def load_usage(path: str) -> dict[str, int]:
 
 
 def _check_output(path: str, flag: str) -> None:
+    if os.path.isdir(path):
+        raise InputError(f"{flag} {path}: is a directory; name a file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InputError(f"{flag} {path}: the folder {folder} does not exist")
@@ -132,8 +134,23 @@ def _setup(job: ExportJob) -> _Setup:
     _check_output(job.out, "--out")
     if job.metrics_out is not None:
         _check_output(job.metrics_out, "--metrics-out")
+    if job.metrics_out is not None and os.path.realpath(
+        job.metrics_out
+    ) == os.path.realpath(job.out):
+        raise InputError(
+            f"--out and --metrics-out both name {job.out}; name two files"
+        )
     usage = load_usage(job.usage_json) if job.usage_json else None
     files = discover_inputs(job.logs, job.format)
+    outputs = {os.path.realpath(job.out)}
+    if job.metrics_out is not None:
+        outputs.add(os.path.realpath(job.metrics_out))
+    for file in files:
+        if os.path.realpath(file.path) in outputs:
+            raise InputError(
+                f"{file.path} is both an input and an output; writing it "
+                "would destroy the input"
+            )
     return _Setup(files, usage)
 
 

@@ -355,3 +355,170 @@ def test_unwritable_output_folder_fails_before_reading(tmp_path, export_job):
 
     assert run.returncode == EXIT_BAD_INPUT
     assert "missing-folder" in run.stderr and "does not exist" in run.stderr
+
+
+# ---------------------------------------------------------------------------
+# found by trying the product as a new user
+
+
+def test_deeply_nested_json_is_a_bad_line_not_a_crash(tmp_path, export_job):
+    path = tmp_path / "deep.jsonl"
+    depth = 100_000
+    path.write_text(
+        '{"k": 1, "d": ' + "[" * depth + "]" * depth + "}\n" + '{"k": 2}\n'
+    )
+    out = tmp_path / "spec.json"
+
+    failed = export_job(["--logs", path, "--key", "k", "--out", out], 2)
+    assert_fails_cleanly(failed, out, "line 1", "nested too deeply")
+
+    skipped = export_job(
+        ["--logs", path, "--key", "k", "--on-bad-row", "skip",
+         "--out", out], 2,
+    )
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert spec_of(out)["meta"]["row_count"] == 1
+    assert spec_of(out)["meta"]["rows_rejected"] == {"malformed_json": 1}
+
+
+def test_infinite_summary_values_are_bad_rows(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k,c\na,1\nb,NaN\nc,Infinity\nd,-inf\ne,3\n")
+    out = tmp_path / "spec.json"
+    args = ["--logs", path, "--key", "k", "--chunk-len", "c"]
+
+    failed = export_job([*args, "--out", out], 2)
+    assert_fails_cleanly(failed, out, "line 4", "'c'", "infinite")
+    skipped = export_job([*args, "--on-bad-row", "skip", "--out", out], 2)
+
+    assert skipped.returncode == 0, skipped.stderr
+    meta = spec_of(out)["meta"]
+    assert meta["rows_rejected"] == {"infinite_number": 2}
+    assert meta["chunk_len_summary"]["count"] == 2
+    assert meta["chunk_len_summary"]["mean"] == 2.0
+
+
+@pytest.mark.parametrize("case", ["directory", "input", "same-file"])
+def test_outputs_that_would_destroy_something(tmp_path, export_job, case):
+    path = tmp_path / "log.csv"
+    path.write_text("k\na\n")
+    before = path.read_text()
+    out = {"directory": tmp_path, "input": path,
+           "same-file": tmp_path / "x.json"}[case]
+    extra = ["--metrics-out", out] if case == "same-file" else []
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--out", out, *extra], 2
+    )
+
+    assert run.returncode == EXIT_BAD_INPUT
+    errors = [line for line in run.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and str(out) in errors[0]
+    assert path.read_text() == before
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_hidden_and_underscore_folders_are_skipped(tmp_path, export_job):
+    for folder in ("logs", "logs/.git", "logs/_temporary", "logs/sub"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.csv").write_text("k\nx\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", tmp_path / "logs", "--key", "k",
+                      "--out", out])
+
+    assert run.returncode == 0, run.stderr
+    assert spec_of(out)["meta"]["row_count"] == 2
+
+
+def test_json_sizes_of_mixed_types_are_row_errors(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_text(
+        '{"k": 1, "s": 3}\n{"k": 2, "s": "abc"}\n{"k": 3, "s": 1.5}\n'
+        '{"k": 4, "s": 99999999999999999999999}\n{"k": 5, "s": 4}\n'
+    )
+    out = tmp_path / "spec.json"
+    args = ["--logs", path, "--key", "k", "--size", "s"]
+
+    failed = export_job([*args, "--out", out])
+    assert_fails_cleanly(failed, out, "line 2", "'s'", "not a number")
+    skipped = export_job([*args, "--on-bad-row", "skip", "--out", out])
+
+    assert skipped.returncode == 0, skipped.stderr
+    assert spec_of(out)["meta"]["rows_rejected"] == {
+        "invalid_size": 1, "non_integer_size": 1, "size_overflow": 1
+    }
+    assert spec_of(out)["meta"]["approx_bytes"] == 7
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_invalid_utf8_in_csv_names_the_line(tmp_path, export_job, ranks):
+    lines = [b"k,s"] + [b"%d,%d" % (i, i) for i in range(1000)]
+    lines[500] = b"\xff\xfe,7"
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "spec.json"
+    args = ["--logs", path, "--key", "k", "--size", "s"]
+
+    failed = export_job([*args, "--out", out], ranks)
+    assert_fails_cleanly(failed, out, "line 501", "'k'", "UTF8")
+    skipped = export_job(
+        [*args, "--on-bad-row", "skip", "--out", out], ranks
+    )
+
+    assert skipped.returncode == 0, skipped.stderr
+    meta = spec_of(out)["meta"]
+    assert meta["rows_rejected"] == {"malformed_csv": 1}
+    assert meta["row_count"] == 999
+
+
+def test_invalid_utf8_in_json_names_the_line(tmp_path, export_job):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"k": "a"}\n{"k": "\xff\xfe"}\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out])
+
+    assert_fails_cleanly(run, out, "log.jsonl", "line 2", "malformed JSON")
+
+
+def test_header_only_csv_without_final_newline(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text("k,s")
+    out = tmp_path / "spec.json"
+
+    run = export_job(["--logs", path, "--key", "k", "--out", out], 2)
+
+    assert run.returncode == 0, run.stderr
+    assert spec_of(out)["meta"]["row_count"] == 0
+
+
+def test_whole_float_sizes_are_accepted_in_every_format(tmp_path,
+                                                        export_job):
+    (tmp_path / "a.csv").write_text("k,s\na,2.0\nb,1e3\n")
+    (tmp_path / "b.jsonl").write_text('{"k": "c", "s": 2.0}\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", tmp_path / "a.csv", "--logs", tmp_path / "b.jsonl",
+         "--key", "k", "--size", "s", "--out", out]
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert spec_of(out)["meta"]["approx_bytes"] == 1004
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_usage_errors_are_printed_once(tmp_path, export_job):
+    run = export_job(["--key", "k", "--out", tmp_path / "o.json"], 3)
+
+    assert run.returncode == 2
+    assert run.stderr.count("the following arguments are required") == 1
