@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def parse_arguments(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> argparse.Namespace:
@@ -156,6 +161,9 @@ def parse_arguments(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
     args = parse_arguments(build_parser(), argv)
+    # scancel and srun send SIGTERM: end through SystemExit so a write in
+    # progress removes its temporary file
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     comm = world()
     setup_logging(comm.rank, comm.size, args.verbose)
     install_abort_hook()

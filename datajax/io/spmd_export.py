@@ -380,6 +380,8 @@ def run_export(
         JobError: on every rank, with the first failing rank's message,
             if any rank met bad input.  Nothing is written then.
     """
+    # the clock starts when every rank is here, not when the first one is
+    comm.barrier()
     started = time.perf_counter()
     setup = _shared_setup(job, comm)
     files = setup.files
