@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,6 +305,30 @@ def install_abort_hook() -> None:
             MPI.COMM_WORLD.Abort(1)
 
     sys.excepthook = hook
+
+
+def share_from_root(
+    comm: Comm,
+    make: Callable[[], Any],
+    catch: type[BaseException] | tuple[type[BaseException], ...],
+    raise_as: Callable[[str], BaseException],
+) -> Any:
+    """Run ``make`` on rank 0 and give its result to every rank.
+
+    If ``make`` raises one of ``catch``, every rank raises
+    ``raise_as(message)`` instead, so set-up errors found on rank 0 (a
+    missing file, a bad flag value) stop all ranks alike.
+    """
+    outcome: tuple[bool, Any] = (True, None)
+    if comm.rank == 0:
+        try:
+            outcome = (True, make())
+        except catch as error:
+            outcome = (False, str(error))
+    ok, value = comm.bcast(outcome, root=0)
+    if not ok:
+        raise raise_as(value)
+    return value
 
 
 def first_error(

@@ -8,10 +8,7 @@ See ``datajax.io.spmd_export`` for how the work is split.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -29,9 +26,9 @@ from datajax.mpi import (
     LaunchError,
     detect_launcher,
     install_abort_hook,
-    launcher_rank,
     world,
 )
+from jobs._cli import exit_cleanly_on_sigterm, parse_arguments, whole_number
 
 log = logging.getLogger("jobs.export_wavespec")
 
@@ -49,13 +46,6 @@ def _top_k(text: str) -> int | None:
         ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
     return value
 
 
@@ -128,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tuning = parser.add_argument_group("memory per rank")
     tuning.add_argument(
-        "--batch-bytes", type=_positive, default=DEFAULT_BATCH_BYTES,
+        "--batch-bytes", type=whole_number(1), default=DEFAULT_BATCH_BYTES,
         metavar="N", help="text read per batch (default 32 MiB)",
     )
     tuning.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS,
+        "--batch-rows", type=whole_number(1), default=DEFAULT_BATCH_ROWS,
         metavar="N", help="Parquet rows per batch (default 1048576)",
     )
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -140,30 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
-def parse_arguments(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> argparse.Namespace:
-    """Parse the command line; only rank 0 prints usage errors.
-
-    Every rank parses the same arguments and exits with the same code, but
-    N copies of one usage message help nobody.
-    """
-    if launcher_rank() == 0:
-        return parser.parse_args(argv)
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
-        return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
     args = parse_arguments(build_parser(), argv)
-    # scancel and srun send SIGTERM: end through SystemExit so a write in
-    # progress removes its temporary file
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_cleanly_on_sigterm()
     comm = world()
     setup_logging(comm.rank, comm.size, args.verbose)
     install_abort_hook()

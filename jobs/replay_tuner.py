@@ -28,6 +28,7 @@ from datajax.mpi import (
     detect_launcher,
     first_error,
     install_abort_hook,
+    share_from_root,
     world,
 )
 from datajax.planner.metrics import ENV_VAR as METRICS_ENV_VAR
@@ -43,6 +44,7 @@ from datajax.planner.replay import (
     table_file,
 )
 from datajax.planner.sharding import Resource
+from jobs._cli import exit_cleanly_on_sigterm, parse_arguments, whole_number
 
 log = logging.getLogger("jobs.replay_tuner")
 
@@ -50,30 +52,6 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 DEFAULT_EXECUTOR = "bodo"
 EXECUTOR_ENV_VAR = "DATAJAX_EXECUTOR"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number, not {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number, not {text!r}"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
 
 
 def _mesh_axes(text: str) -> tuple[str, ...]:
@@ -142,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mesh axis names (default: data)",
     )
     mesh.add_argument(
-        "--world-size", type=_positive, metavar="N",
+        "--world-size", type=whole_number(1), metavar="N",
         help="ranks of the target mesh (default: the ranks of this run); "
         "the policy depends on it, not on the ranks that replay",
     )
@@ -155,11 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor pandas)",
     )
     run.add_argument(
-        "--warmup", type=_non_negative, default=1, metavar="N",
+        "--warmup", type=whole_number(0), default=1, metavar="N",
         help="untimed rounds first (default 1)",
     )
     run.add_argument(
-        "--repeats", type=_positive, default=1, metavar="N",
+        "--repeats", type=whole_number(1), default=1, metavar="N",
         help="timed rounds; stage times are medians (default 1)",
     )
 
@@ -248,21 +226,6 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _shared_setup(args: argparse.Namespace, comm) -> dict[str, Any]:
-    result: dict[str, Any] | str
-    if comm.rank == 0:
-        try:
-            result = _setup(args)
-        except ReplayError as error:
-            result = str(error)
-    else:
-        result = ""
-    result = comm.bcast(result, root=0)
-    if isinstance(result, str):
-        raise ReplayError(result)
-    return result
-
-
 # ---------------------------------------------------------------------------
 # the backend
 
@@ -347,7 +310,9 @@ def _output(report, args, setup) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, comm) -> None:
-    setup = _shared_setup(args, comm)
+    setup = share_from_root(
+        comm, lambda: _setup(args), ReplayError, ReplayError
+    )
 
     problem = None
     executor = None
@@ -417,7 +382,8 @@ def _run(args: argparse.Namespace, comm) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
+    exit_cleanly_on_sigterm()
     comm = world()
     setup_logging(comm.rank, comm.size, args.verbose)
     install_abort_hook()

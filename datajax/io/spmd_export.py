@@ -51,7 +51,7 @@ from datajax.io.sources import (
     row_group_owner_offsets,
     text_shares,
 )
-from datajax.mpi import Comm, first_error
+from datajax.mpi import Comm, first_error, share_from_root
 from datajax.native.pmpi import read_counters, summarize_ranks
 
 log = logging.getLogger(__name__)
@@ -152,21 +152,6 @@ def _setup(job: ExportJob) -> _Setup:
                 "would destroy the input"
             )
     return _Setup(files, usage)
-
-
-def _shared_setup(job: ExportJob, comm: Comm) -> _Setup:
-    result: _Setup | str
-    if comm.rank == 0:
-        try:
-            result = _setup(job)
-        except InputError as error:
-            result = str(error)
-    else:
-        result = ""
-    result = comm.bcast(result, root=0)
-    if isinstance(result, str):
-        raise JobError(result)
-    return result
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +368,7 @@ def run_export(
     # the clock starts when every rank is here, not when the first one is
     comm.barrier()
     started = time.perf_counter()
-    setup = _shared_setup(job, comm)
+    setup = share_from_root(comm, lambda: _setup(job), InputError, JobError)
     files = setup.files
     log.info(
         "reading %d input file(s), %d bytes, on %d rank(s)",
