@@ -1,4 +1,4 @@
-"""The native path (bodo.pandas) with one and with two spawned workers.
+"""The native path (bodo.pandas) with one, two and three spawned workers.
 
 Bodo's spawner starts its workers once per process, with
 ``BODO_NUM_WORKERS`` of them, so each worker count runs in its own
@@ -57,7 +57,7 @@ NATIVE_PLANS = """
 """
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, 2, 3])
 def test_native_plans_match_pandas(python_script, workers):
     got = python_script(NATIVE_PLANS, env={"BODO_NUM_WORKERS": str(workers)})
 
