@@ -9,7 +9,8 @@ import os
 import signal
 from collections.abc import Sequence
 
-from datajax.mpi import launcher_rank
+from datajax.log import setup_logging
+from datajax.mpi import Comm, install_abort_hook, launcher_rank, world
 
 
 def whole_number(minimum: int):
@@ -56,3 +57,19 @@ def exit_cleanly_on_sigterm() -> None:
     write in progress removes its temporary file.
     """
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def start_job(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, Comm]:
+    """The opening every job shares: arguments, SIGTERM, world, logging.
+
+    The parser must define ``--verbose``.  After this an uncaught
+    exception on any rank aborts the whole world.
+    """
+    args = parse_arguments(parser, argv)
+    exit_cleanly_on_sigterm()
+    comm = world()
+    setup_logging(comm.rank, comm.size, args.verbose)
+    install_abort_hook()
+    return args, comm

@@ -21,14 +21,11 @@ from datajax.io.spmd_export import (
     JobError,
     run_export,
 )
-from datajax.log import setup_logging
 from datajax.mpi import (
     LaunchError,
     detect_launcher,
-    install_abort_hook,
-    world,
 )
-from jobs._cli import exit_cleanly_on_sigterm, parse_arguments, whole_number
+from jobs._cli import start_job, whole_number
 
 log = logging.getLogger("jobs.export_wavespec")
 
@@ -132,11 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
-    args = parse_arguments(build_parser(), argv)
-    exit_cleanly_on_sigterm()
-    comm = world()
-    setup_logging(comm.rank, comm.size, args.verbose)
-    install_abort_hook()
+    args, comm = start_job(build_parser(), argv)
 
     try:
         launch = detect_launcher(comm.size)

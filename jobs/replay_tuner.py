@@ -22,14 +22,11 @@ from datajax.io.exporter import write_json_atomic
 from datajax.io.sources import FORMATS
 from datajax.ir.nodes import Source
 from datajax.ir.serialize import trace_to_list
-from datajax.log import setup_logging
 from datajax.mpi import (
     LaunchError,
     detect_launcher,
     first_error,
-    install_abort_hook,
     share_from_root,
-    world,
 )
 from datajax.planner.metrics import ENV_VAR as METRICS_ENV_VAR
 from datajax.planner.replay import (
@@ -44,7 +41,7 @@ from datajax.planner.replay import (
     table_file,
 )
 from datajax.planner.sharding import Resource
-from jobs._cli import exit_cleanly_on_sigterm, parse_arguments, whole_number
+from jobs._cli import start_job, whole_number
 
 log = logging.getLogger("jobs.replay_tuner")
 
@@ -382,11 +379,7 @@ def _run(args: argparse.Namespace, comm) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit code (the same on every rank)."""
-    args = parse_arguments(build_parser(), argv)
-    exit_cleanly_on_sigterm()
-    comm = world()
-    setup_logging(comm.rank, comm.size, args.verbose)
-    install_abort_hook()
+    args, comm = start_job(build_parser(), argv)
 
     try:
         launch = detect_launcher(comm.size)

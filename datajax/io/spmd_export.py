@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from datajax.io.sources import (
 )
 from datajax.mpi import Comm, first_error, share_from_root
 from datajax.native.pmpi import read_counters, summarize_ranks
+from datajax.process import peak_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -337,21 +337,6 @@ def gather_states(
 # the run
 
 
-def _peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM).
-
-    ``getrusage`` is not used: after an exec its peak can be the parent's.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def run_export(
     job: ExportJob, comm: Comm, return_spec: bool = True
 ) -> dict[str, Any] | None:
@@ -461,7 +446,7 @@ def run_export(
         "accesses": state.row_count,
         "batches": batch_count,
         "elapsed_seconds": round(elapsed, 6),
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         **comm.counter.snapshot(),
         **read_counters().snapshot(),
     }

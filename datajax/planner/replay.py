@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import os
-import resource
 import shlex
 import statistics
 import time
@@ -97,6 +96,7 @@ from datajax.planner.metrics import (
 from datajax.planner.plan import ExecutionPlan, Stage, plan_trace
 from datajax.planner.policy import StagedPolicy, tune_policy
 from datajax.planner.sharding import Resource
+from datajax.process import peak_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -782,18 +782,6 @@ def _last_readers(runs: Sequence[StageRun]) -> dict[int, int]:
 # counters of this process
 
 
-def _peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM), in bytes."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _pmpi_reader() -> Callable[[], Any] | None:
     """``read_counters`` of the PMPI interposer module, if importable."""
     try:
@@ -1190,7 +1178,7 @@ def replay_and_tune(
             for r in records
         ],
         "elapsed_seconds": round(time.perf_counter() - started, 6),
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "pmpi_status": pmpi_status,
         "pmpi_bytes_sent": pmpi_sent,
         "pmpi_bytes_received": pmpi_received,
