@@ -296,10 +296,13 @@ def test_scancel_mid_run_leaves_no_output(slurm, tmp_path):
         assert time.monotonic() < deadline, "ranks outlived scancel"
         time.sleep(0.1)
     assert folder_listing(out) == []
-    # the script logs the signal; its "end" line is not awaited: Slurm
-    # kills the batch shell KillWait seconds after the SIGTERM, and srun
-    # may take that long to return, so the line is written only sometimes
-    signalled = re.compile(r"^export-wavespec: SIGTERM", re.M)
+    # the script logs the signal and ends 143 at once: srun runs in the
+    # background, so the trap does not wait for srun, which may outlive
+    # the KillWait seconds after which Slurm kills the batch shell
+    signalled = re.compile(
+        r"^export-wavespec: SIGTERM.*\n(?:.*\n)*"
+        r"export-wavespec: end \S+ exit 143$", re.M,
+    )
     while not signalled.search(result.text()):
         assert time.monotonic() < deadline, result.text()
         time.sleep(0.1)
