@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-dir", required=True, metavar="DIR",
                         help="where to write the files")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, with the traceback of a "
+                        "pipeline that raises")
     return parser
 
 
@@ -126,6 +129,13 @@ def load_function(spec: str) -> Any:
             module = importlib.import_module(module_name)
     except ImportError as error:
         raise DumpError(f"cannot import {module_name!r}: {error}") from None
+    except DumpError:
+        raise
+    except Exception as error:
+        raise DumpError(
+            f"importing {module_name!r} raised {type(error).__name__}: "
+            f"{error}"
+        ) from error
     function = getattr(module, name, None)
     if function is None or not callable(function):
         raise DumpError(
@@ -155,8 +165,8 @@ def read_input(path: str) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dump a pipeline; return the exit code."""
     args = build_parser().parse_args(argv)
-    setup_logging(0, 1)
-    from datajax.planner.replay import dump_trace
+    setup_logging(0, 1, args.verbose)
+    from datajax.planner.replay import PipelineError, dump_trace
 
     try:
         function = load_function(args.function)
@@ -189,8 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.function, error,
         )
         return EXIT_BAD_INPUT
+    except PipelineError as error:
+        log.debug("the pipeline's traceback", exc_info=error.__cause__)
+        log.error(
+            "%s; fix the pipeline (--verbose shows its traceback)", error,
+        )
+        return EXIT_BAD_INPUT
     except (DumpError, IRError, ValueError) as error:
         log.error("%s", error)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        log.error(
+            "cannot write into --out-dir %s: %s", args.out_dir,
+            error.strerror or error,
+        )
         return EXIT_BAD_INPUT
     log.info(
         "wrote %s: %d steps, sample %s (%d rows); replay with: %s",

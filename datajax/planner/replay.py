@@ -122,6 +122,10 @@ CANONICAL_COUNTERS = (
 )
 
 
+class PipelineError(ValueError):
+    """A user's pipeline raised while ``dump_trace`` traced it."""
+
+
 class ReplayError(ValueError):
     """The replay cannot go on; the message is the failing rank's.
 
@@ -1361,7 +1365,9 @@ def dump_trace(
 
     Raises:
         ValueError: unknown sample table or format, a table of the trace
-            not given.
+            not given, a table given that the trace does not read,
+            ``out_dir`` naming a file.
+        PipelineError: the pipeline raised while being traced.
     """
     from datajax.tracing import Compiled, djit
 
@@ -1371,6 +1377,11 @@ def dump_trace(
         )
     if sample_rows is not None and sample_rows < 0:
         raise ValueError(f"sample_rows must be >= 0, not {sample_rows}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(
+            f"{out_dir}: exists and is not a folder; name a folder (it is "
+            f"created if missing)"
+        )
     compiled = fn if isinstance(fn, Compiled) else djit(fn)
     params = inspect.signature(compiled.fn).parameters
     kwargs = dict(args or {})
@@ -1380,9 +1391,23 @@ def dump_trace(
             kwargs[name] = df
         else:
             named[name] = df
-    trace = compiled.trace(tables=named, **kwargs)
+    try:
+        trace = compiled.trace(tables=named, **kwargs)
+    except (TypeError, IRError):
+        raise
+    except Exception as error:
+        raise PipelineError(
+            f"tracing {compiled.fn.__qualname__} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
     sources = list(trace.sources)
+    unused = [name for name in tables if name not in sources]
+    if unused:
+        raise ValueError(
+            f"table {unused[0]!r} is given but the pipeline does not read "
+            f"it; it reads {sources!r}"
+        )
     sample = sources[0] if sample is None else sample
     if sample not in sources:
         raise ValueError(

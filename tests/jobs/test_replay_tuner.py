@@ -345,6 +345,57 @@ def test_dump_trace_command_then_the_tuner(tmp_path):
     assert doc["inputs"]["sample"]["format"] == "json"
 
 
+DUMP_PIPELINES = """
+from datajax import djit
+
+@djit
+def spend(logs):
+    return logs.groupby("user_id").agg(total=("bytes", "sum"))
+
+@djit
+def broken(logs):
+    return logs.groupby("no_such_column").agg(n=("bytes", "count"))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("function", "extra", "expected"),
+    [
+        ("dump_pipelines:broken", [],
+         "tracing broken raised"),
+        ("dump_pipelines:spend", ["--table", "users=logs.csv"],
+         "table 'users' is given but the pipeline does not read it"),
+        ("dump_pipelines:spend", ["--out-dir", "taken"],
+         "taken: exists and is not a folder"),
+        ("dump_pipelines:nope", [],
+         "'dump_pipelines' has no function 'nope'"),
+    ],
+    ids=["pipeline-raises", "unused-table", "out-dir-is-a-file",
+         "no-such-function"],
+)
+def test_dump_trace_command_bad_input(tmp_path, function, extra, expected):
+    (tmp_path / "dump_pipelines.py").write_text(DUMP_PIPELINES)
+    feature_tables(rows=50)["logs"].to_csv(
+        tmp_path / "logs.csv", index=False
+    )
+    (tmp_path / "taken").write_text("mine\n")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.dump_trace", function,
+         "--table", "logs=logs.csv", "--out-dir", "dump", *extra],
+        capture_output=True, text=True, cwd=tmp_path, timeout=90,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(conftest.REPO)},
+    )
+
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr[-3000:]
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "dump").exists()
+    assert (tmp_path / "taken").read_text() == "mine\n"
+
+
 # ---------------------------------------------------------------------------
 # bad input
 

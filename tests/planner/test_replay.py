@@ -19,6 +19,7 @@ from datajax.ir.serialize import trace_to_list
 from datajax.planner.metrics import ENV_VAR as METRICS_ENV_VAR
 from datajax.planner.plan import plan_trace
 from datajax.planner.replay import (
+    PipelineError,
     ReplayError,
     _read_share,
     dump_trace,
@@ -426,3 +427,34 @@ def test_dump_trace_reads_source_tables_by_name(tmp_path):
 def test_dump_trace_refuses_an_unknown_sample(tmp_path):
     with pytest.raises(ValueError, match="sample='nope'"):
         dump_trace(pipeline, tables(), str(tmp_path), sample="nope")
+
+
+def test_dump_trace_refuses_a_table_the_pipeline_does_not_read(tmp_path):
+    data = {**tables(), "extra": pd.DataFrame({"a": [1]})}
+
+    with pytest.raises(ValueError, match="table 'extra' is given but"):
+        dump_trace(pipeline, data, str(tmp_path / "dump"))
+
+    assert not (tmp_path / "dump").exists()
+
+
+def test_dump_trace_refuses_an_out_dir_that_is_a_file(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        dump_trace(pipeline, tables(), str(taken))
+
+    assert taken.read_text() == "mine\n"
+
+
+def test_dump_trace_names_the_pipeline_that_raised(tmp_path):
+    @djit
+    def broken(logs, users):
+        raise KeyError("no_such_column")
+
+    with pytest.raises(PipelineError, match="broken raised KeyError") as info:
+        dump_trace(broken, tables(), str(tmp_path / "dump"))
+
+    assert isinstance(info.value.__cause__, KeyError)
+    assert not (tmp_path / "dump").exists()
