@@ -351,6 +351,10 @@ def iter_csv_batches(
             scanner.skip_to_record_start(share.start)
 
         for offset, chunk in scanner.chunks(share.stop):
+            if scanner.eof and not scanner.buffer and scanner.parity:
+                # the file ends inside quotes: record boundaries after the
+                # stray quote are unknowable, so skipping cannot help
+                raise _unclosed_quote_error(file.path, offset, chunk)
             invalid = _InvalidRows(skip_bad_rows)
             parse = pa_csv.ParseOptions(
                 newlines_in_values=True, invalid_row_handler=invalid
@@ -406,6 +410,24 @@ def iter_csv_batches(
                 locate = _coarse_locator(file.path, offset)
             yield Batch(table, file, locate, rejected)
         stats["input_bytes"] += scanner.bytes_read
+
+
+def _unclosed_quote_error(
+    path: str, offset: int, chunk: bytes
+) -> InputError:
+    """The error for a CSV file whose last record never closes a quote."""
+    record = _record_starts(chunk, 0, True)[-1]
+    line = _newlines_before(path, offset + record) + 1
+    last_line = _newlines_before(path, offset + len(chunk))
+    if not chunk.endswith(b"\n"):
+        last_line += 1
+    return InputError(
+        f"{path}: line {line}: a quote opened in this record is never "
+        f"closed, so lines {line} to {last_line} read as one field. Fix "
+        f"the quote (a quote inside a quoted field is written twice: \"\"); "
+        f"--on-bad-row skip cannot skip it, since the record's end is "
+        f"unknown."
+    )
 
 
 def _coarse_locator(path: str, offset: int) -> Callable[[int], str]:

@@ -325,6 +325,30 @@ def test_csv_row_with_extra_fields(tmp_path, export_job):
     assert_fails_cleanly(run, out, "log.csv", "line 3", "malformed CSV")
 
 
+@pytest.mark.parametrize(
+    ("ranks", "on_bad_row"), [(1, "error"), (1, "skip"), (3, "skip")]
+)
+def test_csv_quote_never_closed_is_an_error_even_with_skip(
+    tmp_path, export_job, ranks, on_bad_row
+):
+    # line 40 opens a quote that nothing closes: lines 40 to 81 would be
+    # one record, which skipping would drop without a word
+    path = tmp_path / "log.csv"
+    lines = [f"k{i},{i}" for i in range(80)]
+    lines[39] = '"k39,7'
+    path.write_text("k,s\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--batch-bytes", "64",
+         "--on-bad-row", on_bad_row, "--out", out], ranks
+    )
+
+    assert_fails_cleanly(
+        run, out, "log.csv", "line 41", "never closed", "lines 41 to 81",
+    )
+
+
 # ---------------------------------------------------------------------------
 # failure on one rank only
 
