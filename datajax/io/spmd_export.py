@@ -36,9 +36,9 @@ from datajax.io.exporter import (
     ValueCounts,
     WaveSpecOptions,
     WaveSpecState,
-    dumps_wave_spec,
     extents_of,
     finish_wave_spec,
+    wave_spec_pieces,
     write_json_atomic,
 )
 from datajax.io.sources import (
@@ -437,7 +437,7 @@ def run_export(
         raise JobError(failure[1], failure[0])
 
     if comm.rank == 0:
-        write_json_atomic(job.out, dumps_wave_spec(spec, merged.pages))
+        write_json_atomic(job.out, wave_spec_pieces(spec, merged.pages))
     elapsed = time.perf_counter() - started
     own = {
         "rank": comm.rank,

@@ -24,6 +24,8 @@ from datajax.io.exporter import (
     prefix_codes,
     summarize,
     to_dlpack_columns,
+    wave_spec_pieces,
+    write_json_atomic,
 )
 from datajax.io.sources import InputError
 
@@ -313,12 +315,44 @@ def test_dense_cohorts_equal_the_sorting_table(largest):
     assert [int(v) for v in sparse.sums] == [int(v) for v in table.sums]
 
 
-@pytest.mark.parametrize("pages", [[], [3], [0, 1, 2, 9, 2**64 - 1]])
-def test_fast_extents_text_equals_json_dumps(pages):
+def _random_pages(count: int) -> list[int]:
+    rng = np.random.default_rng(count)
+    near_top = 2**64 - 1 - rng.integers(0, 50, 20, dtype=np.uint64)
+    spread = rng.integers(0, 2**63, count, dtype=np.uint64) * np.uint64(2)
+    dense = rng.integers(0, 3000, count, dtype=np.uint64)
+    return np.concatenate([near_top, spread, dense]).tolist()
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [[], [3], [0, 1, 2, 9, 2**64 - 1], _random_pages(5000)],
+    ids=["none", "one", "ends-of-range", "random"],
+)
+def test_fast_extents_text_equals_json_dumps(pages, tmp_path):
     runs = PageRuns()
     runs.add_pages(np.array(pages, dtype=np.uint64))
     spec = {"cohorts": [], "extents": extents_of(runs), "meta": {"a": 1}}
+    expected = json.dumps(spec, indent=2) + "\n"
 
     fast = dumps_wave_spec({**spec, "extents": None}, runs)
+    out = tmp_path / "spec.json"
+    write_json_atomic(str(out), wave_spec_pieces(spec, runs))
 
-    assert fast == json.dumps(spec, indent=2) + "\n"
+    assert fast == expected
+    assert out.read_text() == expected
+    # a slice of the runs: the pieces start at the slice, not the buffer
+    half = PageRuns(runs.first[1:], runs.last[1:])
+    assert json.loads(dumps_wave_spec(spec, half))["extents"] == (
+        spec["extents"][1:]
+    )
+
+
+def test_extents_text_of_a_run_of_all_2_64_pages():
+    # npages = 2**64 does not fit in 64 bits: the slow path writes it
+    runs = PageRuns(
+        np.array([0], dtype=np.uint64), np.array([2**64 - 1], dtype=np.uint64)
+    )
+
+    spec = json.loads(dumps_wave_spec({"extents": None}, runs))
+
+    assert spec["extents"] == [{"start_page": 0, "npages": 2**64}]
