@@ -4,7 +4,9 @@ What it measures: rows per second of one query over one generated Parquet
 access log (an int64 key column with a Zipf-like skew, an int64 size
 column), computed by
 
-* the job ``datajax-export-wavespec`` under ``mpiexec -n N``;
+* the job ``datajax-export-wavespec`` under ``mpiexec -n N`` (the
+  launcher the scaling benchmark picks: ``mpiexec.gforker`` beside
+  this Python when it is there, as in the README);
 * plain vectorised pandas;
 * DuckDB and Polars, at one or more thread counts.
 
@@ -64,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scaling import default_mpiexec
 
 KEY = "key"
 SIZE = "bytes"
@@ -506,14 +509,6 @@ def _job_command() -> list[str]:
     return [sys.executable, "-m", "jobs.export_wavespec"]
 
 
-def _mpiexec() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = beside if os.path.exists(beside) else shutil.which("mpiexec")
-    if found is None:
-        raise SystemExit("mpiexec not found next to python or on PATH")
-    return found
-
-
 def run_config(
     config: Config, data: str, work: str, timeout: float
 ) -> Run:
@@ -523,7 +518,7 @@ def run_config(
         spec = os.path.join(work, "spec.json")
         metrics = os.path.join(work, "metrics.json")
         command = [
-            _mpiexec(), "-n", str(config.width), *_job_command(),
+            default_mpiexec(), "-n", str(config.width), *_job_command(),
             "--logs", data, "--key", KEY, "--size", SIZE,
             "--prefix-len", str(PREFIX_LEN), "--page-bits", str(PAGE_BITS),
             "--top-k", str(TOP_K), "--out", spec, "--metrics-out", metrics,
@@ -857,6 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extents": int(reference.starts.size),
         "runs": args.runs,
         "cpu_count": cores,
+        "mpiexec": default_mpiexec(),
         "load_average_1min": {"before": load_before, "after": load_after},
         "python": platform.python_version(),
         "versions": _versions(),

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from pandas.util import hash_pandas_object
 
+from datajax.io import exporter
 from datajax.io.exporter import (
     CohortTable,
     DenseCohorts,
@@ -328,7 +329,11 @@ def _random_pages(count: int) -> list[int]:
     [[], [3], [0, 1, 2, 9, 2**64 - 1], _random_pages(5000)],
     ids=["none", "one", "ends-of-range", "random"],
 )
-def test_fast_extents_text_equals_json_dumps(pages, tmp_path):
+@pytest.mark.parametrize("per_piece", [1, 7, 1 << 16])
+def test_fast_extents_text_equals_json_dumps(
+    pages, per_piece, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(exporter, "EXTENTS_PER_PIECE", per_piece)
     runs = PageRuns()
     runs.add_pages(np.array(pages, dtype=np.uint64))
     spec = {"cohorts": [], "extents": extents_of(runs), "meta": {"a": 1}}
