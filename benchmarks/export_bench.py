@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scaling import default_mpiexec
+from scaling import default_mpiexec, git_commit
 
 KEY = "key"
 SIZE = "bytes"
@@ -843,6 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = {
         "benchmark": "datajax-export-wavespec",
+        "git_commit": git_commit(),
         "rows": rows,
         "data": data if (not generated or args.keep_data) else None,
         "generator": None if not generated else {

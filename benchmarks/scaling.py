@@ -723,7 +723,7 @@ def plot(rows: Sequence[dict[str, Any]], meta: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         done = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -842,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc)
         .strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "machine": machine_facts(),
         "launcher": launcher.describe(),
         "protocol": {
