@@ -46,6 +46,18 @@ os.environ.setdefault("BODO_NUM_WORKERS", "2")
 JOB_TIMEOUT = 120
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _stop_bodo_workers_after_each_module():
+    """Bodo's spawned workers busy-wait, a core each, while idle: stop
+    them when a module that used the native path is done, so they do
+    not slow every later test."""
+    yield
+    if "bodo.spawn.spawner" in sys.modules:
+        from datajax.runtime.bodo_native import stop_workers
+
+        stop_workers()
+
+
 @pytest.fixture(scope="session")
 def mooncake_trace() -> Path:
     """The real Mooncake trace, or a skip naming where it was looked for."""

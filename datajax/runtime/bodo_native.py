@@ -27,6 +27,12 @@ How each step is lowered:
 Bodo falls back to pandas (with a warning) for calls it cannot run
 itself; here every such fallback is an error naming the step and the
 backend, so a plan never runs silently on the driver instead.
+
+Known cost: Bodo 2026.10's spawned workers busy-wait for their next
+command (a blocking MPI broadcast; Bodo's own code marks it as a TODO),
+so once a plan has run they keep a core each busy until the process
+ends. The workers stay up so that later plans start at once; call
+:func:`stop_workers` when a process is done with this backend.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ __all__ = [
     "BodoNativeExecutor",
     "check_launch",
     "native_notes",
+    "stop_workers",
 ]
 
 BACKEND = "the bodo-native backend (bodo.pandas)"
@@ -151,6 +158,22 @@ def _mpiexec_on_path() -> None:
         f"nor beside {sys.executable}; install bodo (it brings MPICH) or "
         "put its bin folder on PATH"
     )
+
+
+def stop_workers() -> bool:
+    """Stop the workers Bodo spawned for this process, if any.
+
+    They busy-wait between plans, a core each. The next native plan
+    spawns new ones (a few seconds). Does not import Bodo.
+
+    Returns:
+        True if workers were running and are now stopped.
+    """
+    spawner_module = sys.modules.get("bodo.spawn.spawner")
+    if spawner_module is None or spawner_module.spawner is None:
+        return False
+    spawner_module.destroy_spawner()
+    return True
 
 
 def native_notes(plan: ExecutionPlan) -> list[str]:
