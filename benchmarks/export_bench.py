@@ -68,6 +68,8 @@ from typing import Any
 import numpy as np
 from scaling import default_mpiexec, git_commit
 
+from datajax.shm import remove_stale_segments
+
 KEY = "key"
 SIZE = "bytes"
 PREFIX_LEN = 4
@@ -524,6 +526,7 @@ def run_config(
             "--top-k", str(TOP_K), "--out", spec, "--metrics-out", metrics,
         ]
         env["MPIEXEC_TIMEOUT"] = str(int(timeout))
+        remove_stale_segments()
         wall, cpu = _run_command(command, env, timeout + 30)
         with open(metrics, encoding="utf-8") as stream:
             info = json.load(stream)

@@ -60,11 +60,19 @@ Usage::
 Results go to ``--out-dir`` (default ``benchmarks/results``):
 ``scaling.json``, ``scaling.md`` (the table) and ``scaling.png``.
 
+The replay tuner (``--jobs replay``, or ``--jobs export,replay``)
+replays the feature pipeline of ``benchmarks/feature_pipeline.py`` (a
+filter, an assign, a join with a 50,000-row user table and a group-by)
+with its default executor, Bodo: its input is that pipeline's trace and
+a sample of ``--rows`` access-log rows per part.  Its time includes
+loading the compiled plan from Bodo's cache (the warm-up compiles it)
+and the tuner's own warm-up and timed replay round.  Its strong-scaling
+outputs, all but ``run``, must equal the one-rank output; the target
+mesh is fixed (``--world-size 4``) so that the policy does not follow N.
+
 Adding a job: give :data:`JOBS` one more :class:`BenchJob` (its module,
 how to make its input for a number of parts, its flags, and what of its
-output must not depend on N); ``--jobs`` then selects it.  The replay
-tuner (``jobs.replay_tuner``, a trace plus a sample that grows with N)
-is meant to go there once it exists.
+output must not depend on N); ``--jobs`` then selects it.
 """
 
 from __future__ import annotations
@@ -87,6 +95,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from datajax.shm import remove_stale_segments
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -259,6 +269,57 @@ def _without_world_size(spec: dict) -> dict:
     return {**spec, "meta": meta}
 
 
+# the replay tuner's input: the feature pipeline of feature_pipeline.py
+# (filter, assign, join with a user table, group-by), its trace, and a
+# sample of access-log rows, one part of ``rows`` rows per weak-scaling
+# rank; the user table is the same at every size
+REPLAY_USERS = 50_000
+REPLAY_SEED = 20261205
+REPLAY_TARGET_MESH = 4
+
+
+def _replay_inputs(folder: Path, rows: int, parts: int,
+                   fmt: str) -> list[str]:
+    import pandas as pd
+    from feature_pipeline import feature_pipeline, make_data
+
+    from datajax.planner.replay import dump_trace
+
+    dump = folder / f"replay-{rows}"
+    trace = dump / "trace.json"
+    users = dump / "tables" / "users.parquet"
+    if not trace.exists():
+        print(f"writing {dump}", file=sys.stderr, flush=True)
+        data = make_data(rows, REPLAY_USERS, REPLAY_SEED)
+        # the trace needs only the tables' columns; the sample it writes
+        # is empty, the parts below are the sample
+        dump_trace(feature_pipeline, data, str(dump), sample_rows=0)
+
+    suffix = "jsonl" if fmt == "jsonl" else "parquet"
+    sample = folder / f"replay-{rows}-logs-x{parts}.{suffix}"
+    if not sample.exists():
+        print(f"writing {sample}", file=sys.stderr, flush=True)
+        logs = pd.concat(
+            [make_data(rows, REPLAY_USERS, REPLAY_SEED + part)["logs"]
+             for part in range(parts)],
+            ignore_index=True,
+        )
+        temporary = sample.with_name(sample.name + ".partial")
+        if fmt == "jsonl":
+            logs.to_json(temporary, orient="records", lines=True,
+                         double_precision=15)
+        else:
+            logs.to_parquet(temporary, row_group_size=PARQUET_GROUP_ROWS)
+        os.replace(temporary, sample)
+    return ["--trace", str(trace), "--sample", str(sample),
+            "--sample-format", "json" if fmt == "jsonl" else "parquet",
+            "--table", f"users={users}"]
+
+
+def _without_run(doc: dict) -> dict:
+    return {key: value for key, value in doc.items() if key != "run"}
+
+
 JOBS: dict[str, BenchJob] = {
     "export": BenchJob(
         name="export",
@@ -273,9 +334,15 @@ JOBS: dict[str, BenchJob] = {
         input_rows=lambda spec: spec["meta"]["input_rows"],
         accesses=lambda spec: spec["meta"]["row_count"],
     ),
-    # "replay": the replay tuner, once jobs.replay_tuner exists: inputs
-    # are a serialized trace plus a sample of `parts` parts; flags
-    # --mesh-axes and --sample-format; invariant: the staged policy.
+    "replay": BenchJob(
+        name="replay",
+        module="jobs.replay_tuner",
+        inputs=_replay_inputs,
+        # a fixed target mesh, so the policy cannot depend on N
+        flags=("--world-size", str(REPLAY_TARGET_MESH)),
+        invariant=_without_run,
+        input_rows=lambda doc: doc["tables"]["logs"],
+    ),
 }
 
 
@@ -401,6 +468,9 @@ def run_once(
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    MPIEXEC_TIMEOUT=str(int(timeout)))
+        # a stale MPICH segment whose name a new launch reuses makes
+        # MPI_Init fail ("Message truncated"); see datajax/shm.py
+        remove_stale_segments()
         load = os.getloadavg()[0]
         started = time.perf_counter()
         done = subprocess.run(
@@ -655,7 +725,11 @@ def plot(rows: Sequence[dict[str, Any]], meta: dict, path: Path) -> None:
     figure, (time_ax, eff_ax, bytes_ax) = plt.subplots(
         1, 3, figsize=(14, 4.4)
     )
-    styles = {"strong": ("tab:blue", "o"), "weak": ("tab:orange", "s")}
+    colors = {
+        ("export", "strong"): "tab:blue", ("export", "weak"): "tab:orange",
+        ("replay", "strong"): "tab:green", ("replay", "weak"): "tab:red",
+    }
+    markers = {"strong": "o", "weak": "s"}
     ranks_seen = sorted({row["ranks"] for row in rows})
 
     for (job, mode) in sorted({(row["job"], row["mode"]) for row in rows}):
@@ -663,7 +737,8 @@ def plot(rows: Sequence[dict[str, Any]], meta: dict, path: Path) -> None:
             (row for row in rows if (row["job"], row["mode"]) == (job, mode)),
             key=lambda row: row["ranks"],
         )
-        color, marker = styles.get(mode, ("tab:gray", "^"))
+        color = colors.get((job, mode), "tab:gray")
+        marker = markers.get(mode, "^")
         label = f"{job}, {mode}"
         ranks = [row["ranks"] for row in series]
         medians = [row["seconds"]["median"] for row in series]
@@ -776,8 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs; writes a JSON, a Markdown table and a plot.",
     )
     parser.add_argument("--jobs", type=_names, default=["export"],
-                        help=f"jobs to run, of {sorted(JOBS)} (default "
-                        "export)")
+                        help=f"jobs to run, of {sorted(JOBS)}, comma "
+                        "separated (default export)")
     parser.add_argument("--world-sizes", type=_counts, default=[1, 2, 3, 4],
                         metavar="N,N,...",
                         help="rank counts (default 1,2,3,4; 1 is added, "

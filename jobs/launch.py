@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datajax.native.pmpi import build_interposer
+from datajax.shm import remove_stale_segments
 
 log = logging.getLogger("jobs.launch")
 
@@ -163,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "running WITHOUT the PMPI byte counters: %s", built.reason
         )
     full = mpiexec_command(mpiexec, flags, command, built.path)
+    for path in remove_stale_segments():
+        log.info("removed %s, left by an MPI run that ended abnormally",
+                 path)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from datajax.shm import remove_stale_segments
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # MPICH's single-node launcher: unlike the default Hydra ``mpiexec``, whose
@@ -44,6 +46,11 @@ os.environ.setdefault("BODO_NUM_WORKERS", "2")
 # Seconds an MPI job may take before mpiexec kills it: far above the normal
 # run time, far below "hangs".
 JOB_TIMEOUT = 120
+
+
+def pytest_sessionstart(session):
+    """Remove MPICH segments that earlier crashed runs left behind."""
+    remove_stale_segments()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,6 +110,9 @@ def run_job(
         str(MPIEXEC), "-n", str(ranks),
         sys.executable, "-m", module, *map(str, args),
     ]
+    # aborted jobs (several tests abort on purpose) leave MPICH segments
+    # that a later launch with a reused process id would attach to
+    remove_stale_segments()
     started = time.perf_counter()
     done = subprocess.run(
         command,
