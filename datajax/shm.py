@@ -54,6 +54,8 @@ def stale_segments(
     min_age: float = DEFAULT_MIN_AGE, folder: str = SHM_FOLDER
 ) -> list[str]:
     """MPICH segments in ``folder`` that no process maps, oldest first."""
+    # /proc/*/maps names files by their resolved path
+    folder = os.path.realpath(folder)
     now = time.time()
     candidates = []
     for path in glob.glob(os.path.join(folder, SEGMENT_PATTERN)):
@@ -76,6 +78,9 @@ def remove_stale_segments(
     removed = []
     for path in stale_segments(min_age, folder):
         try:
+            # a launch that reused the name since the scan has touched it
+            if time.time() - os.stat(path).st_mtime <= min_age:
+                continue
             os.unlink(path)
         except FileNotFoundError:
             continue

@@ -62,7 +62,10 @@ def _stop_bodo_workers_after_each_module():
     if "bodo.spawn.spawner" in sys.modules:
         from datajax.runtime.bodo_native import stop_workers
 
-        stop_workers()
+        try:
+            stop_workers()
+        except Exception as error:  # a teardown must not fail a test
+            sys.stderr.write(f"could not stop Bodo's workers: {error!r}\n")
 
 
 @pytest.fixture(scope="session")

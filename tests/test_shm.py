@@ -37,3 +37,17 @@ def test_only_old_unmapped_segments_are_stale(tmp_path):
     assert remove_stale_segments(min_age=60, folder=str(tmp_path)) == [
         str(mapped)
     ]
+
+
+def test_a_folder_reached_through_a_symlink_still_sees_mappings(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    mapped = _segment(real, "mpich_shm_9c9d_0", 3600)
+
+    with open(mapped, "r+b") as stream, mmap.mmap(stream.fileno(), 0):
+        removed = remove_stale_segments(min_age=60, folder=str(link))
+
+    assert removed == []
+    assert mapped.exists()

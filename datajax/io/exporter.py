@@ -779,10 +779,15 @@ def dumps_wave_spec(
     return b"".join(wave_spec_pieces(spec, runs)).decode("utf-8")
 
 
-def write_json_atomic(path: str, text: str | Pieces) -> None:
-    """Write ``text`` (a string or bytes-like pieces) to ``path`` through
-    a temporary file and a rename."""
-    pieces = [text.encode("utf-8")] if isinstance(text, str) else text
+def write_json_atomic(path: str, text: str | bytes | Pieces) -> None:
+    """Write ``text`` (a string, bytes, or bytes-like pieces) to ``path``
+    through a temporary file and a rename."""
+    if isinstance(text, str):
+        pieces: Pieces = [text.encode("utf-8")]
+    elif isinstance(text, bytes | bytearray | memoryview):
+        pieces = [text]
+    else:
+        pieces = text
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(
         prefix=".tmp-", suffix=".json", dir=folder

@@ -351,10 +351,11 @@ def iter_csv_batches(
             scanner.skip_to_record_start(share.start)
 
         for offset, chunk in scanner.chunks(share.stop):
+            # an odd number of quotes in the file; pyarrow decides below
+            # whether one of them really opens a field that never closes
+            # (a quote inside an unquoted field is an ordinary character)
             if scanner.eof and not scanner.buffer and scanner.parity:
-                # the file ends inside quotes: record boundaries after the
-                # stray quote are unknowable, so skipping cannot help
-                raise _unclosed_quote_error(file.path, offset, chunk)
+                _check_final_quote(file.path, header, offset, chunk, convert)
             invalid = _InvalidRows(skip_bad_rows)
             parse = pa_csv.ParseOptions(
                 newlines_in_values=True, invalid_row_handler=invalid
@@ -412,18 +413,49 @@ def iter_csv_batches(
         stats["input_bytes"] += scanner.bytes_read
 
 
+def _check_final_quote(
+    path: str,
+    header: bytes,
+    offset: int,
+    chunk: bytes,
+    convert: pa_csv.ConvertOptions,
+) -> None:
+    """Raise if the file's last record opens a quote it never closes.
+
+    Called when the file holds an odd number of quotes. A quote inside an
+    unquoted field is an ordinary character to pyarrow, so the last
+    record (by quote parity) is parsed alone: only if pyarrow rejects it
+    does a field really run to the end of the file. Record boundaries
+    after such a quote are unknowable, so ``--on-bad-row skip`` cannot
+    skip it: it would drop the rest of the file as one bad record.
+    """
+    record = _record_starts(chunk, 0, True)[-1]
+    try:
+        pa_csv.read_csv(
+            io.BytesIO(header + chunk[record:]),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid as error:
+        raise _unclosed_quote_error(path, offset, chunk, record) from error
+
+
 def _unclosed_quote_error(
-    path: str, offset: int, chunk: bytes
+    path: str, offset: int, chunk: bytes, record: int
 ) -> InputError:
     """The error for a CSV file whose last record never closes a quote."""
-    record = _record_starts(chunk, 0, True)[-1]
     line = _newlines_before(path, offset + record) + 1
-    last_line = _newlines_before(path, offset + len(chunk))
-    if not chunk.endswith(b"\n"):
-        last_line += 1
+    # the line of the file's last character that is not a line break
+    last_line = _newlines_before(
+        path, offset + len(chunk.rstrip(b"\r\n"))
+    ) + 1
+    spread = (
+        f", so lines {line} to {last_line} read as one field"
+        if last_line > line else ""
+    )
     return InputError(
         f"{path}: line {line}: a quote opened in this record is never "
-        f"closed, so lines {line} to {last_line} read as one field. Fix "
+        f"closed{spread}. Fix "
         f"the quote (a quote inside a quoted field is written twice: \"\"); "
         f"--on-bad-row skip cannot skip it, since the record's end is "
         f"unknown."

@@ -1391,9 +1391,12 @@ def dump_trace(
             kwargs[name] = df
         else:
             named[name] = df
+    # a TypeError here is the caller's (a parameter not given); one from
+    # tracing below is the pipeline's own
+    inspect.signature(compiled.fn).bind(**kwargs)
     try:
         trace = compiled.trace(tables=named, **kwargs)
-    except (TypeError, IRError):
+    except IRError:
         raise
     except Exception as error:
         raise PipelineError(
@@ -1402,7 +1405,9 @@ def dump_trace(
         ) from error
 
     sources = list(trace.sources)
-    unused = [name for name in tables if name not in sources]
+    # parameters may go unused; a named source table nobody reads is a
+    # mistake in the command line
+    unused = [name for name in named if name not in sources]
     if unused:
         raise ValueError(
             f"table {unused[0]!r} is given but the pipeline does not read "

@@ -349,6 +349,40 @@ def test_csv_quote_never_closed_is_an_error_even_with_skip(
     )
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_csv_bare_quote_in_an_unquoted_field_is_a_character(
+    tmp_path, export_job, ranks
+):
+    # an odd number of quotes, but none opens a field: pyarrow (and
+    # RFC 4180 readers generally) read the quote as part of the value
+    path = tmp_path / "log.csv"
+    path.write_text('k,s\n12" pizza,1\nb,2\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--out", out], ranks
+    )
+
+    assert run.returncode == 0, run.stderr
+    keys = pd.Series(['12" pizza', "b"])
+    assert spec_of(out)["cohorts"] == reference_cohorts(
+        keys, pd.Series([1, 2]), 4, 64
+    )
+
+
+def test_csv_quote_never_closed_on_the_last_line(tmp_path, export_job):
+    path = tmp_path / "log.csv"
+    path.write_text('k,s\na,1\n"b,2\n\n\n')
+    out = tmp_path / "spec.json"
+
+    run = export_job(
+        ["--logs", path, "--key", "k", "--size", "s", "--on-bad-row",
+         "skip", "--out", out]
+    )
+
+    assert_fails_cleanly(run, out, "log.csv", "line 3", "never closed.")
+
+
 # ---------------------------------------------------------------------------
 # failure on one rank only
 

@@ -458,3 +458,33 @@ def test_dump_trace_names_the_pipeline_that_raised(tmp_path):
 
     assert isinstance(info.value.__cause__, KeyError)
     assert not (tmp_path / "dump").exists()
+
+
+def test_dump_trace_wraps_a_type_error_of_the_pipeline_itself(tmp_path):
+    @djit
+    def returns_a_number(logs, users):
+        return 3
+
+    with pytest.raises(
+        PipelineError, match="returns_a_number raised TypeError"
+    ):
+        dump_trace(returns_a_number, tables(), str(tmp_path / "dump"))
+
+
+def test_dump_trace_still_blames_a_missing_parameter(tmp_path):
+    data = tables()
+    del data["users"]
+
+    with pytest.raises(TypeError, match="users"):
+        dump_trace(pipeline, data, str(tmp_path / "dump"))
+
+
+def test_dump_trace_accepts_a_parameter_the_pipeline_ignores(tmp_path):
+    @djit
+    def ignores_users(logs, users):
+        return logs.groupby("user_id").agg(n=("bytes", "count"))
+
+    manifest = dump_trace(ignores_users, tables(), str(tmp_path / "dump"))
+
+    assert manifest["sample"]["table"] == "logs"
+    assert manifest["tables"] == {}
