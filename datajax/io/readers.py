@@ -430,14 +430,24 @@ def _check_final_quote(
     skip it: it would drop the rest of the file as one bad record.
     """
     record = _record_starts(chunk, 0, True)[-1]
+    error = _csv_record_error(header, chunk[record:], convert)
+    if error is not None:
+        raise _unclosed_quote_error(path, offset, chunk, record) from error
+
+
+def _csv_record_error(
+    header: bytes, record: bytes, convert: pa_csv.ConvertOptions
+) -> pa.ArrowInvalid | None:
+    """pyarrow's error for one CSV record read alone, or None."""
     try:
         pa_csv.read_csv(
-            io.BytesIO(header + chunk[record:]),
+            io.BytesIO(header + record),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=convert,
         )
     except pa.ArrowInvalid as error:
-        raise _unclosed_quote_error(path, offset, chunk, record) from error
+        return error
+    return None
 
 
 def _unclosed_quote_error(
@@ -481,17 +491,13 @@ def _bad_csv_records(
     bounds = [*starts[1:], len(chunk)]
     bad = []
     for start, end in zip(starts, bounds, strict=True):
-        try:
-            pa_csv.read_csv(
-                io.BytesIO(header + chunk[start:end]),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=convert,
-            )
-        except pa.ArrowInvalid as error:
-            reason = str(error).splitlines()[0]
-            for index, name in enumerate(names):
-                reason = reason.replace(f"column #{index}", repr(name))
-            bad.append((start, end, reason))
+        error = _csv_record_error(header, chunk[start:end], convert)
+        if error is None:
+            continue
+        reason = str(error).splitlines()[0]
+        for index, name in enumerate(names):
+            reason = reason.replace(f"column #{index}", repr(name))
+        bad.append((start, end, reason))
     return bad
 
 
